@@ -106,8 +106,8 @@ def test_score_length_rewards_need_token_counts_or_chars(tmp_path, input_file, c
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("{not json", "in.jsonl:2: invalid JSON"),
-        ('["a list"]', "in.jsonl:2: expected a JSON object"),
+        ("{not json", "in.jsonl:2: not valid JSON"),
+        ('["a list"]', "in.jsonl:2: a row must be a JSON object"),
         ('{"id": "x", "prompt": "", "answer": 1}', "in.jsonl:2: missing field 'completion'"),
         ('{"completion": "c", "id": "x", "prompt": ""}', "in.jsonl:2: missing field 'answer'"),
         (

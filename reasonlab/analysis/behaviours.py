@@ -7,11 +7,12 @@ retry, error, verify, wrong, evaluate, check.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+
+from reasonlab.io import read_jsonl
 
 REFLECTION_WORDS = (
     "wait",
@@ -44,14 +45,10 @@ def reflection_per_step(
     words = tuple(words)
     counts: dict[int, Counter[str]] = defaultdict(Counter)
     n_rows: Counter[int] = Counter()
-    with open(rollouts_path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            step = int(row["step"])
-            counts[step].update(count_words(row.get("completion", ""), words))
-            n_rows[step] += 1
+    for row in read_jsonl(rollouts_path, ("step",), drop_partial_last_line=True):
+        step = int(row["step"])
+        counts[step].update(count_words(row.get("completion", ""), words))
+        n_rows[step] += 1
     out: dict[int, dict[str, float]] = {}
     for step in sorted(n_rows):
         per = {w: counts[step][w] / n_rows[step] for w in words}

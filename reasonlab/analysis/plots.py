@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from reasonlab.analysis.behaviours import REFLECTION_WORDS, reflection_per_step
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+from reasonlab.io import read_jsonl
 
 
 def plot_training(run_dir: str | Path, out: str | Path) -> Path:
@@ -22,7 +17,7 @@ def plot_training(run_dir: str | Path, out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = list(read_jsonl(run_dir / "metrics.jsonl", ("step",), drop_partial_last_line=True))
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     axes[0].plot(steps, [r["accuracy"] for r in rows], label="train (sampled)")

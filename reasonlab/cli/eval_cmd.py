@@ -9,13 +9,12 @@ OUT/results.md.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from reasonlab.cli import CLIError
+from reasonlab.io import write_jsonl
 
 EPILOG = """\
 metrics: avg@n (R1's pass@1 averaged over n samples), pass@k (unbiased, Chen et al. 2021) and
@@ -121,14 +120,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError("; ".join(problems))
 
 
-def _write_scored(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -199,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                     settings=settings,
                     progress=progress,
                 )
-        _write_scored(Path(args.out) / f"{bench.name}.scored.jsonl", result.rows)
+        write_jsonl(Path(args.out) / f"{bench.name}.scored.jsonl", result.rows)
         results.append(result)
         shown = {k: v for k, v in result.metrics.items() if "@" in k}
         print(f"{bench.name}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in shown.items()))

@@ -19,15 +19,12 @@ partial file.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from reasonlab.cli import CLIError
+from reasonlab.io import CannotWrite, atomic_path, write_jsonl
 
 FORMATS = ("jsonl", "verl")
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -93,23 +90,6 @@ def verl_row(task: Any, example: Any, prompt: str, split: str, index: int) -> di
     }
 
 
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it to `path`."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise CLIError(f"cannot write {path}: {err.strerror}") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     from reasonlab import tasks
     from reasonlab.registry import UnknownNameError
@@ -130,24 +110,21 @@ def run(args: argparse.Namespace) -> int:
     prompts = [task.render(ex, template=args.template) for ex in examples]
     fmt = args.format or ("verl" if args.out.suffix == ".parquet" else "jsonl")
 
-    if fmt == "verl":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    try:
+        if fmt == "verl":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        rows = [
-            verl_row(task, ex, p, args.split, i) for i, (ex, p) in enumerate(zip(examples, prompts))
-        ]
-        table = pa.Table.from_pylist(rows)
-        write_atomic(args.out, lambda tmp: pq.write_table(table, tmp))
-    else:
-
-        def write_jsonl(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for ex, prompt in zip(examples, prompts):
-                    handle.write(
-                        json.dumps({**ex.to_dict(), "text": prompt}, ensure_ascii=False) + "\n"
-                    )
-
-        write_atomic(args.out, write_jsonl)
+            rows = [
+                verl_row(task, ex, p, args.split, i)
+                for i, (ex, p) in enumerate(zip(examples, prompts))
+            ]
+            table = pa.Table.from_pylist(rows)
+            with atomic_path(args.out) as tmp:
+                pq.write_table(table, tmp)
+        else:
+            write_jsonl(args.out, ({**ex.to_dict(), "text": p} for ex, p in zip(examples, prompts)))
+    except CannotWrite as err:
+        raise CLIError(str(err)) from None
     print(f"wrote {len(examples)} {task.name} examples to {args.out} ({fmt})")
     return 0

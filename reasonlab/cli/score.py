@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from reasonlab.cli import CLIError
+from reasonlab.io import CannotWrite, DataError, enumerate_jsonl, require, write_jsonl
 
 VERIFY_CHUNK = 256
 """Completions verified per call (the progress bar moves by chunks)."""
@@ -113,22 +112,11 @@ def parse_reward_spec(text: str) -> dict[str, Any]:
 def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) for each non-blank line; a malformed row is a CLIError at file:line."""
     try:
-        handle = path.open(encoding="utf-8")
+        rows = list(enumerate_jsonl(path, required=("completion",)))
     except OSError as err:
         raise CLIError(f"cannot read {path}: {err.strerror}") from None
-    rows = []
-    with handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise CLIError(f"{where}: invalid JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise CLIError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
+    except DataError as err:
+        raise CLIError(str(err)) from None
     if not rows:
         raise CLIError(f"{path}: no rows")
     return rows
@@ -140,9 +128,10 @@ def row_example(row: dict[str, Any], where: str):
     source, prefix = (row["example"], "example.") if "example" in row else (row, "")
     if not isinstance(source, dict):
         raise CLIError(f"{where}: field 'example' must be an object")
-    for key in ("id", "prompt", "answer"):
-        if key not in source:
-            raise CLIError(f"{where}: missing field {prefix + key!r}")
+    try:
+        require(source, ("id", "prompt", "answer"), where, prefix)
+    except DataError as err:
+        raise CLIError(str(err)) from None
     meta = source.get("meta") or {}
     if not isinstance(meta, dict):
         raise CLIError(f"{where}: field {prefix + 'meta'!r} must be an object")
@@ -152,8 +141,6 @@ def row_example(row: dict[str, Any], where: str):
 
 
 def row_completion(row: dict[str, Any], where: str) -> Any:
-    if "completion" not in row:
-        raise CLIError(f"{where}: missing field 'completion'")
     completion = row["completion"]
     if not isinstance(completion, (str, list)):
         raise CLIError(f"{where}: field 'completion' must be a string or a list of messages")
@@ -198,24 +185,6 @@ def verify_all(task: Any, texts: list[str], examples: list, workers: int | None)
                 verdicts.extend(task.verify(t, e) for t, e in zip(chunk_texts, chunk_examples))
             bar.update(len(chunk_texts))
     return verdicts
-
-
-def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write to a temporary file beside `path`, then rename: never a partial file."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise CLIError(f"cannot write {path}: {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -278,7 +247,10 @@ def run(args: argparse.Namespace) -> int:
                 "components": {k: v[i] for k, v in out.components.items()},
             }
         )
-    write_jsonl_atomic(args.out, scored)
+    try:
+        write_jsonl(args.out, scored)
+    except CannotWrite as err:
+        raise CLIError(str(err)) from None
 
     n = len(scored)
     means = out.means()

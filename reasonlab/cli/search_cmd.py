@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from reasonlab.cli import CLIError
+from reasonlab.io import atomic_write_text, write_jsonl
 
 EPILOG = """\
 methods: majority (self-consistency), best_of_n (highest outcome score), weighted_bon (sum of
@@ -178,17 +178,11 @@ def run(args: argparse.Namespace) -> int:
     data: dict[str, Any] = result.to_dict()
     data["model"] = str(Path(args.model).resolve())
     data["prm"] = args.prm
-    _write(out / "search_results.json", json.dumps(data, indent=2) + "\n")
-    _write(out / "search_rows.jsonl", "".join(json.dumps(r) + "\n" for r in result.rows))
+    atomic_write_text(out / "search_results.json", json.dumps(data, indent=2) + "\n")
+    write_jsonl(out / "search_rows.jsonl", result.rows)
     plot_scaling(result, str(out / "scaling.png"))
     for method, by_n in result.accuracy.items():
         cells = ", ".join(f"N={n}: {100 * v:.1f}" for n, v in sorted(by_n.items()))
         print(f"{method}: {cells}")
     print(f"wrote {out / 'search_results.json'} and {out / 'scaling.png'}")
     return 0
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

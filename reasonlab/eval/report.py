@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonlab.eval.runner import EvalResult
+from reasonlab.io import atomic_write_text
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -34,10 +35,8 @@ def write_results(out_dir: str | os.PathLike, results: Sequence[EvalResult]) -> 
         data.setdefault("benchmarks", {})
     for r in results:
         data["benchmarks"][r.benchmark] = r.to_dict()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    (out / RESULTS_MD).write_text(markdown(data))
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    atomic_write_text(out / RESULTS_MD, markdown(data))
     return data
 
 

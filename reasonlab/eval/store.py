@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from reasonlab.io import atomic_write_text, read_jsonl
+
 GENERATIONS_SUFFIX = ".generations.jsonl"
 SETTINGS_SUFFIX = ".settings.json"
 
@@ -70,10 +72,8 @@ class GenerationStore:
         if self.path.exists():
             self.path.unlink()
         self._good_size = 0
-        tmp = self.settings_path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"fingerprint": fingerprint(settings), "settings": settings}, f, indent=2)
-        os.replace(tmp, self.settings_path)
+        record = {"fingerprint": fingerprint(settings), "settings": settings}
+        atomic_write_text(self.settings_path, json.dumps(record, indent=2))
 
     def load(self) -> dict[str, dict[str, Any]]:
         """The stored records by example id (the last one wins if an id was written twice)."""
@@ -81,27 +81,11 @@ class GenerationStore:
         if not self.path.is_file():
             self._good_size = 0
             return records
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        good = 0
-        for number, raw in enumerate(lines, start=1):
-            is_last = number == len(lines)
-            if not raw.strip():
-                good += len(raw) + (0 if is_last else 1)
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as err:
-                if is_last:  # a write cut short by a crash: no newline after it
-                    break
-                raise ValueError(f"{self.path}:{number}: not valid JSON ({err.msg})") from None
-            if is_last:  # valid JSON but no newline: also cut short (a record always ends in \n)
-                break
-            if not isinstance(record, dict) or "example_id" not in record:
-                raise ValueError(f"{self.path}:{number}: a record needs an 'example_id' field")
+        # a last line without its newline is a write cut short by a crash: dropped here, and cut
+        # from the file before the next append
+        for record in read_jsonl(self.path, ("example_id",), drop_partial_last_line=True):
             records[str(record["example_id"])] = record
-            good += len(raw) + 1
-        self._good_size = good
+        self._good_size = _complete_lines_size(self.path)
         return records
 
     def append(self, records: list[dict[str, Any]]) -> None:
@@ -118,3 +102,17 @@ class GenerationStore:
             f.flush()
             os.fsync(f.fileno())
         self._good_size = (self._good_size or 0) + len(payload)
+
+
+def _complete_lines_size(path: Path, chunk: int = 1 << 16) -> int:
+    """Bytes of `path` up to and including its last newline (0 when it has none)."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+    return 0

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reasonlab.io import read_jsonl, write_jsonl
 from reasonlab.records import Example, Rollout, Scored, Verdict
 from reasonlab.rl.checkpoint import (
     latest_checkpoint,
@@ -763,26 +764,17 @@ def _json_default(value: Any) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """A run file's rows; a last line cut by a kill mid-write is dropped."""
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill mid-write
-                break
-    return rows
+    return list(read_jsonl(path, drop_partial_last_line=True))
 
 
 def _truncate_jsonl(path: Path, step: int) -> int:
     """Keep the rows of steps <= `step` (a resumed run rewrites the later ones); returns the
     number kept. Atomic (temp file + os.replace)."""
     rows = [row for row in _read_jsonl(path) if int(row.get("step", 0)) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    os.replace(tmp, path)
-    return len(rows)
+    return write_jsonl(path, rows)
 
 
 def strip_timing(row: dict[str, Any]) -> dict[str, Any]:

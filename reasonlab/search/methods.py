@@ -122,6 +122,13 @@ class SearchOutput:
     """Every token generated for this search: kept, pruned and lookahead."""
 
 
+def _tree_config(config: TreeSearchConfig | None, n: int) -> TreeSearchConfig:
+    """`config` (the defaults when None), once the budget `n` is checked."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return config or TreeSearchConfig()
+
+
 class _Search:
     """State shared by the two tree searches: the engine calls, the PRM calls, the token count."""
 
@@ -138,6 +145,10 @@ class _Search:
         self.config = config
         self.seed = seed
         self.tokens = 0
+
+    def width(self, n: int) -> int:
+        """M for a budget of N = `n`: `beam_width`, or N when N < M."""
+        return min(self.config.beam_width, n)
 
     def _params(self, n: int, last: bool, call: int, greedy: bool = False) -> SamplingParams:
         c = self.config
@@ -219,16 +230,13 @@ def beam_search(
     seed: int | None = None,
 ) -> SearchOutput:
     """PRM beam search with N = `n` beams (see the module docstring)."""
-    config = config or TreeSearchConfig()
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    search = _Search(engine, prompt, question, prm, config, seed)
-    width = min(config.beam_width, n)
-    keep = max(1, n // width)
+    search = _Search(engine, prompt, question, prm, _tree_config(config, n), seed)
+    iterations = search.config.num_iterations
+    keep = max(1, n // search.width(n))
     active = [Candidate() for _ in range(n)]
     completed: list[Candidate] = []
-    for it in range(config.num_iterations):
-        last = it == config.num_iterations - 1
+    for it in range(iterations):
+        last = it == iterations - 1
         children = [group[0] for group in search.expand(active, 1, last, call=it)]
         search.score(children, last=last)
         completed += [c for c in children if c.done]
@@ -254,17 +262,15 @@ def dvts(
     seed: int | None = None,
 ) -> SearchOutput:
     """Diverse verifier tree search with a budget of N = `n` (see the module docstring)."""
-    config = config or TreeSearchConfig()
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    search = _Search(engine, prompt, question, prm, config, seed)
-    width = min(config.beam_width, n)
+    search = _Search(engine, prompt, question, prm, _tree_config(config, n), seed)
+    iterations = search.config.num_iterations
+    width = search.width(n)
     beams = [Candidate() for _ in range(max(1, n // width))]
-    for it in range(config.num_iterations):
+    for it in range(iterations):
         open_idx = [i for i, b in enumerate(beams) if not b.done]
         if not open_idx:
             break
-        last = it == config.num_iterations - 1
+        last = it == iterations - 1
         groups = search.expand([beams[i] for i in open_idx], width, last, call=it)
         search.score([c for g in groups for c in g], last=last)
         for i, children in zip(open_idx, groups):

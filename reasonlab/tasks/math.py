@@ -31,12 +31,14 @@ rows whose solutions end in an empty box.)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from reasonlab.io import DataError, enumerate_jsonl
 from reasonlab.records import Example, Message, Verdict
 from reasonlab.tasks import register
 from reasonlab.tasks.base import Task
@@ -68,10 +70,6 @@ ERRATA: dict[str, str] = {
 """Gold answers for rows of the shipped data that lack one, by `unique_id`."""
 
 
-class DataError(ValueError):
-    """A malformed row in a dataset file; the message starts with `file:line:`."""
-
-
 @register
 class MathTask(Task):
     name = "math"
@@ -92,13 +90,13 @@ class MathTask(Task):
         """A shipped split by name (`math_train` when None) or a JSONL file by path."""
         name = path_or_split or self.default_split
         if name in SPLITS:
-            return read_jsonl(DATA_DIR / SPLITS[name].file, source=name, limit=limit)
+            return read_examples(DATA_DIR / SPLITS[name].file, source=name, limit=limit)
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(
                 f"task 'math': {name!r} is neither a split nor a file; splits: {', '.join(SPLITS)}"
             )
-        return read_jsonl(path, source=path.stem, limit=limit)
+        return read_examples(path, source=path.stem, limit=limit)
 
     def question(self, example: Example) -> str:
         if isinstance(example.prompt, str):
@@ -166,26 +164,14 @@ def _extractors(example: Example) -> tuple[str, ...]:
 # Reading files
 
 
-def read_jsonl(path: Path, source: str, limit: int | None = None) -> list[Example]:
-    """Examples from a JSONL file; a malformed row raises DataError naming file:line and field."""
-    examples: list[Example] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if limit is not None and len(examples) >= limit:
-                break
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
-            examples.append(example_from_row(row, where, source, index=len(examples)))
-    return examples
+def read_examples(path: Path, source: str, limit: int | None = None) -> list[Example]:
+    """The first `limit` (all when None) examples of a JSONL file; a malformed row raises
+    `DataError` naming file:line and field."""
+    with closing(enumerate_jsonl(path)) as rows:
+        return [
+            example_from_row(row, f"{path}:{lineno}", source, index=i)
+            for i, (lineno, row) in enumerate(islice(rows, limit))
+        ]
 
 
 def example_from_row(row: dict[str, Any], where: str, source: str, index: int) -> Example:
