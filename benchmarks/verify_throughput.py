@@ -374,9 +374,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     names = [t for t in args.tasks.split(",") if t] or tasks.names()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     print(
         f"{os.cpu_count()} CPUs, {args.workers or bounded.available_cores()} workers, "
-        f"python {sys.version.split()[0]}"
+        f"python {sys.version.split()[0]}, load average {load} (before the run)"
     )
     for name in names:
         if name != "math":

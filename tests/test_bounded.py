@@ -95,6 +95,19 @@ def test_starmap_is_ordered_and_identical_to_sequential(pool):
     assert pool.starmap(pow, [], timeout=1) == []
 
 
+def test_guided_chunk_sizes():
+    # a quarter of one worker's share of what is left: ceil(20 / 8) = 3, ceil(17 / 8) = 3,
+    # ceil(14 / 8) = 2, ceil(12 / 8) = 2, ceil(10 / 8) = 2, then ceil(8 / 8) = 1 eight times
+    assert bounded.guided_chunk_sizes(20, 2) == [3, 3, 2, 2, 2] + [1] * 8
+    # capped at 64 while more than 256 are left (one worker), then ceil(232 / 4) = 58, ...
+    tail = [58, 44, 33, 25, 18, 14, 10, 8, 6, 4, 3, 3, 2, 1, 1, 1, 1]
+    assert bounded.guided_chunk_sizes(1000, 1) == [64] * 12 + tail
+    assert bounded.guided_chunk_sizes(0, 4) == []
+    for count, workers in ((1, 1), (7, 3), (1980, 2), (10_000, 16)):
+        sizes = bounded.guided_chunk_sizes(count, workers)
+        assert sum(sizes) == count and max(sizes) <= 64 and sizes == sorted(sizes, reverse=True)
+
+
 def test_one_stuck_item_times_out_and_the_rest_of_its_chunk_is_done(pool):
     items = [("ok", i) for i in range(10)]
     items[4] = ("sleep", 60)

@@ -331,3 +331,67 @@ def test_settled_verdicts_are_kept_across_calls():
     for i in range(3):
         small.put((str(i), "x"), mathv.Equivalence(False, "wrong answer"))
     assert small.get(("0", "x")) is None and small.get(("2", "x")) is not None
+
+
+def test_solve_cache_gives_the_same_verdicts_and_solves_each_equation_once(monkeypatch):
+    import sympy
+    from math_verify import grader
+
+    pairs = [
+        ("\\cos x = x", "\\cos x = x + 1"),  # sympy gives up on the gold: NotImplementedError
+        ("\\cos x = x", "y = \\cos x = x"),
+        ("x^2 = 4", "x = 2"),
+        ("x^2 = 4", "x^2 - 4 = 0"),
+        ("y = 2x + 1", "2x - y = -1"),
+        ("y = 2x + 1", "y - 1 = 2x"),
+    ]
+    assert grader.solve is sympy.solve
+    plain = [mathv.math_verify_equal(g, p) for g, p in pairs]
+    assert any(v.equal for v in plain) and not all(v.equal for v in plain)
+
+    calls: list[str] = []
+
+    def counted_solve(f, *symbols, **flags):
+        calls.append(sympy.srepr(f))
+        return sympy.solve(f, *symbols, **flags)
+
+    cached = mathv._CachedSolve(counted_solve, size=16)
+    monkeypatch.setattr(grader, "solve", cached)
+    assert [mathv.math_verify_equal(g, p) for g, p in pairs] == plain
+    assert calls and len(calls) == len(set(calls))  # each equation solved once, the gold's too
+    gold = mathv._parse_gold("\\cos x = x")[0]
+    for _ in range(2):  # the exception is kept and raised again, without solving again
+        with pytest.raises(NotImplementedError, match="No algorithms"):
+            cached(gold, gold.free_symbols)
+    solved = cached(sympy.Eq(sympy.Symbol("x") ** 2, 4), {sympy.Symbol("x")})
+    solved.clear()  # a caller changing what it got does not change what is kept
+    assert cached(sympy.Eq(sympy.Symbol("x") ** 2, 4), {sympy.Symbol("x")}) != []
+    count = len(calls)
+    with pytest.raises(NotImplementedError):
+        cached(gold, gold.free_symbols, rational=False)  # flags: not cached
+    assert len(calls) == count + 1
+
+
+def test_use_solve_cache_is_idempotent_and_undone():
+    import sympy
+    from math_verify import grader
+
+    try:
+        assert mathv.use_solve_cache()
+        assert mathv.use_solve_cache()
+        assert isinstance(grader.solve, mathv._CachedSolve)
+        assert grader.solve.solve is sympy.solve
+    finally:
+        assert not mathv.use_solve_cache(enable=False)
+    assert grader.solve is sympy.solve
+
+
+def test_relations_are_sent_first_then_by_gold():
+    pairs = [("5", "x"), ("\\frac{1}{2}", "1"), ("y = 2x", "y = x"), ("1 \\le x", "a"), ("5", "b")]
+    assert sorted(pairs, key=mathv._schedule_key) == [
+        ("1 \\le x", "a"),
+        ("y = 2x", "y = x"),
+        ("5", "b"),
+        ("5", "x"),
+        ("\\frac{1}{2}", "1"),
+    ]

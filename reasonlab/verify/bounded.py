@@ -99,6 +99,22 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def guided_chunk_sizes(count: int, workers: int, largest: int = 64) -> list[int]:
+    """Sizes of the consecutive chunks `count` items are sent in to `workers` workers: guided
+    self-scheduling (Polychronopoulos and Kuck, 1987; OpenMP's `schedule(guided)`), each chunk a
+    quarter of one worker's share of the items still unsent, `largest` at most and 1 at least.
+
+    Large chunks first keep the round trips few (one per chunk); small ones at the end keep a
+    worker that drew a slow item from finishing long after the others."""
+    sizes = []
+    left = count
+    while left > 0:
+        size = max(1, min(largest, math.ceil(left / (4 * workers))))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
 def in_worker() -> bool:
     """Whether this process is a bounded worker (so calls here are already bounded)."""
     return _in_worker
@@ -305,6 +321,9 @@ class WorkerPool:
     ) -> list[Outcome]:
         """`[fn(*args) for args in arg_tuples]`, each bounded by `timeout` seconds, in order.
 
+        Items go out in consecutive chunks (`guided_chunk_sizes` unless `chunksize` is given), so
+        items sorted by what they share (a gold answer) mostly meet in one worker.
+
         `fn` and the arguments must be picklable (`fn` by reference: a module-level function or
         a method of a picklable object). Raises only for errors of the caller (unpicklable `fn`,
         a closed pool), never for what `fn` does with its input.
@@ -317,9 +336,15 @@ class WorkerPool:
         results: list[Outcome | None] = [None] * len(items)
         if not items:
             return []
-        if chunksize is None:  # ~4 chunks per worker: balance against one round trip per chunk
-            chunksize = max(1, min(64, math.ceil(len(items) / (4 * self.size))))
-        todo = deque(deque(items[i : i + chunksize]) for i in range(0, len(items), chunksize))
+        if chunksize is None:
+            sizes = guided_chunk_sizes(len(items), self.size)
+        else:
+            sizes = [chunksize] * math.ceil(len(items) / chunksize)
+        todo: deque[deque[tuple[int, tuple]]] = deque()
+        start = 0
+        for size in sizes:
+            todo.append(deque(items[start : start + size]))
+            start += size
         workers = self._checkout(len(todo))
         try:
             self._drive(fn, todo, workers, results, timeout)

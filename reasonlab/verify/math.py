@@ -6,15 +6,16 @@ in order (`extract(text, names)`):
 - `answer_tag`: the last `<answer>...</answer>` (R1-Zero / TinyZero format); a `\\boxed{}` inside
   it is unwrapped.
 - `boxed`: the content of the last `\\boxed{...}` or `\\fbox{...}` (Hendrycks MATH
-  `last_boxed_only_string`, with escaped braces skipped), found as math-verify finds it: from the
-  first `\\boxed{` to the last `}` (`boxed_answer`).
+  `last_boxed_only_string`, with escaped braces skipped; `reasonlab.verify.tags.last_box`, the box
+  finder every task shares), found as math-verify finds it: from the first `\\boxed{` to the last
+  `}` (`boxed_answer`).
 - `answer_is`: "the answer is X" / "final answer: X" (Minerva, lm-eval `minerva_math`).
 - `gsm8k_marker`: the number after the last `####` (GSM8K's format, lm-eval `strict-match`).
 - `last_number`: the last number in the text, thousands separators removed (GSM8K,
   lm-eval `flexible-extract`).
 
 Every extractor looks only at the last `TAIL_CHARS` characters, scans them once, refuses brace
-nesting deeper than `MAX_BRACE_DEPTH`, and drops answers longer than `MAX_ANSWER_CHARS`: the cost
+nesting deeper than `tags.MAX_BRACE_DEPTH`, and drops answers longer than `MAX_ANSWER_CHARS`: the cost
 of extraction is bounded whatever the model wrote.
 
 Gold answers come from a solution's last `\\boxed{}` (MATH), a GSM8K `#### N` line, or a plain
@@ -44,9 +45,15 @@ math-verify in tests/test_math_verify.py; the benchmark checks identity on 10,00
   calls (`VERDICT_CACHE`);
 - two plain integers are compared without math-verify (`fast_verdict`);
 - in a worker, an answer whose normalized string equals the gold's is equal without parsing
-  (`same_normalized_string`: math-verify's own string comparison), parses are cached, a gold's
-  pairs are checked together, and latex2sympy parses faster, to the same result
-  (`use_fast_latex_parsing`: ANTLR's two-stage SLL/LL parsing, number literals built directly).
+  (`same_normalized_string`: math-verify's own string comparison), parses and normalizations are
+  cached, a gold's pairs are sent together (sorted, in consecutive chunks), latex2sympy parses
+  faster, to the same result (`use_fast_latex_parsing`: ANTLR's two-stage SLL/LL parsing, number
+  literals built directly), and an equation is solved by sympy once, not once per answer
+  (`use_solve_cache`: the `\\tan \\theta = 2\\theta` of MATH takes sympy 1.4 s to give up on);
+  golds that are relations go out first (`_schedule_key`), so that a slow one does not hold up
+  the end of a batch;
+- a worker checks one pair of each kind when it starts (`WARM_UP_PAIRS`), so that loading code and
+  filling parser tables is not paid inside the first batch.
 """
 
 from __future__ import annotations
@@ -60,14 +67,12 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from reasonlab.verify import bounded
-from reasonlab.verify.tags import last_answer_tag
+from reasonlab.verify.tags import last_answer_tag, last_box
 
 TAIL_CHARS = 8192
 """Extractors read only this many characters at the end of a completion."""
 MAX_ANSWER_CHARS = 512
 """An extracted answer longer than this is dropped (no competition answer is near it)."""
-MAX_BRACE_DEPTH = 64
-"""Deeper `{` nesting in a box is refused rather than scanned."""
 DEFAULT_TIMEOUT = 5.0
 """Seconds for one parse + verify (math-verify's own defaults are 5 s per step)."""
 CACHE_SIZE = 65536
@@ -89,31 +94,6 @@ def _tail(text: str, tail: int | None) -> str:
     return text if tail is None or len(text) <= tail else text[-tail:]
 
 
-def _braced(text: str, start: int) -> str | None:
-    """The text inside the braces opening at `start`, or None (unbalanced or too deep).
-
-    One forward scan; a backslash escapes the next character, so `\\{` and `\\}` do not count.
-    """
-    depth = 0
-    i = start
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-            if depth > MAX_BRACE_DEPTH:
-                return None
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i]
-        i += 1
-    return None
-
-
 def _clean(answer: str | None) -> str | None:
     """Strip what surrounds an answer but is not part of it: spaces, `$`, `\\(`, a final period."""
     if answer is None:
@@ -129,24 +109,9 @@ def _clean(answer: str | None) -> str | None:
     return s
 
 
-def _last_box(s: str) -> str | None:
-    """The raw content of the last `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`) in `s`."""
-    start = max(s.rfind("\\boxed"), s.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = start + (6 if s.startswith("\\boxed", start) else 5)
-    if s.startswith(" ", i) and not s[i:].lstrip(" ").startswith("{"):  # "\boxed 5$"
-        return re.split(r"[$\s]", s[i:].lstrip(" "), maxsplit=1)[0]
-    while i < len(s) and s[i] == " ":
-        i += 1
-    if i >= len(s) or s[i] != "{":
-        return None
-    return _braced(s, i)
-
-
 def last_boxed(text: str, tail: int | None = TAIL_CHARS) -> str | None:
     """The content of the last `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`), cleaned, else None."""
-    return _clean(_last_box(_tail(text, tail)))
+    return _clean(last_box(_tail(text, tail)))
 
 
 def boxed_answer(text: str, tail: int | None = TAIL_CHARS) -> str | None:
@@ -160,7 +125,7 @@ def boxed_answer(text: str, tail: int | None = TAIL_CHARS) -> str | None:
     s = _tail(text, tail)
     if "\\boxed{" not in s:
         return None
-    return _clean(_last_box(s[: s.rfind("}") + 1]))
+    return _clean(last_box(s[: s.rfind("}") + 1]))
 
 
 def answer_tag(text: str, tail: int | None = TAIL_CHARS) -> str | None:
@@ -353,11 +318,17 @@ def same_normalized_string(gold: str, pred: str) -> bool:
         return False
     if "answer" in gold.lower() or "answer" in pred.lower():
         return False
+    normalized = _normalized(gold, 0)
+    return bool(normalized) and normalized == _normalized(pred, 1)
+
+
+@lru_cache(maxsize=16384)
+def _normalized(answer: str, side: int) -> str:
+    """`normalize_latex` of the boxed answer as math-verify normalizes the gold's (`side` 0) or
+    the answer's (1) boxed match, stripped (cached: a gold meets many answers)."""
     from latex2sympy2_extended import normalize_latex
 
-    gold_config, pred_config = _boxed_normalizations()
-    normalized = normalize_latex(boxed(gold), gold_config).strip()
-    return bool(normalized) and normalized == normalize_latex(boxed(pred), pred_config).strip()
+    return normalize_latex(boxed(answer), _boxed_normalizations()[side]).strip()
 
 
 def math_verify_equal(gold: str, pred: str) -> Equivalence:
@@ -453,8 +424,9 @@ def check_many(
     cores by default).
 
     Each distinct pair is decided once: by `fast_verdict`, by `VERDICT_CACHE`, or by
-    `math_verify_equal` in a worker. The pairs sent to workers are sorted, so a gold's pairs go
-    out together in one chunk and its parse is reused there.
+    `math_verify_equal` in a worker. The pairs sent to workers are sorted by gold, so a gold's
+    pairs go out together in one chunk and its parse (and sympy's work on it) is reused there;
+    golds that are relations go first (`_schedule_key`).
     """
     where: dict[tuple[str, str], list[int]] = {}
     for i, pair in enumerate(pairs):
@@ -467,7 +439,7 @@ def check_many(
             slow.append(key)
         else:
             decided[key] = known
-    slow.sort()
+    slow.sort(key=_schedule_key)
     for key, outcome in zip(
         slow, bounded.run_many(math_verify_equal, slow, timeout=timeout, workers=workers)
     ):
@@ -485,6 +457,19 @@ def check_many(
     return results
 
 
+_RELATION = re.compile(r"=|<|>|\\[lg]eq?\b|\\neq?\b")
+
+
+def _schedule_key(pair: tuple[str, str]) -> tuple[bool, str, str]:
+    """The order pairs are sent to workers in: golds with a relation (`=`, `<`, `\\le`, ...)
+    first, then by gold and answer.
+
+    A relation is where math-verify may call sympy's `solve`, by far its slowest step (seconds
+    for some golds): sent first, such a pair's worker has time to catch up while the others take
+    the rest, as in longest-processing-time-first scheduling (Graham, 1969)."""
+    return (_RELATION.search(pair[0]) is None, pair[0], pair[1])
+
+
 def warm_up(workers: int | None = None) -> None:
     """Start the shared pool's workers and load math-verify in each now (a trainer or evaluator
     calls this once; otherwise the first batch pays about a second for it)."""
@@ -493,7 +478,7 @@ def warm_up(workers: int | None = None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Faster LaTeX parsing in workers
+# Faster parsing and solving in workers
 
 _NUMBER_LITERAL = re.compile(r"[0-9]{1,4000}(?:\.[0-9]{1,4000})?")
 
@@ -574,12 +559,131 @@ def use_fast_latex_parsing(enable: bool = True) -> bool:
     return True
 
 
+SOLVE_CACHE_SIZE = 256
+"""Outcomes of sympy's `solve` a worker keeps (`use_solve_cache`)."""
+
+
+def use_solve_cache(enable: bool = True, size: int = SOLVE_CACHE_SIZE) -> bool:
+    """Make math-verify's grader remember what sympy's `solve` did for an equation, so that the
+    equation is solved once per worker, not once per answer it is compared with; `enable=False`
+    undoes it. Returns whether the cache is in place.
+
+    Why: math-verify compares two relations (`sympy_compare_relational`) by solving both,
+    `solve(gold, gold.free_symbols)` first, once per (gold, answer) pair. For some golds that one
+    call takes seconds and ends in an exception (`\\tan \\theta = 2\\theta`: 1.4 s, then sympy's
+    "multiple generators ... No algorithms are implemented"), and every answer written as a relation
+    pays it again. Now each distinct call is made once per worker and its outcome, the returned
+    value (a copy of its lists and dicts) or the exception it raised, is given back to every later
+    call with the same arguments.
+
+    Why the verdicts do not change: `solve` is a function of its arguments (sympy expressions are
+    immutable values; its own caches hold results of pure functions). The key is the `srepr` of the
+    equation and of the set of unknowns in its iteration order, so two calls share an outcome only
+    if sympy cannot tell their arguments apart, Float precisions and symbol assumptions included.
+    Calls with keyword flags or other argument shapes go straight to `solve`. (What can differ is
+    only what depends on the clock anyway: a pair that would run out of time solving its gold
+    again gets the kept outcome instead.) Exceptions that
+    depend on the state of the process rather than on the arguments (`RecursionError`, which
+    depends on the stack depth of the call, and `MemoryError`) are not kept, nor anything that is
+    not an `Exception`. Done only inside bounded workers, as `use_fast_latex_parsing`.
+    """
+    try:
+        import sympy
+        from math_verify import grader
+    except ImportError:
+        return False
+    current = getattr(grader, "solve", None)
+    if not enable:
+        if isinstance(current, _CachedSolve):
+            grader.solve = current.solve
+        return False
+    if isinstance(current, _CachedSolve):
+        return True
+    if current is not sympy.solve:  # math-verify's internals moved: leave them alone
+        return False
+    grader.solve = _CachedSolve(current, size)
+    return True
+
+
+class _CachedSolve:
+    """sympy's `solve` with its outcomes kept, least recently used dropped first
+    (`use_solve_cache`)."""
+
+    def __init__(self, solve: Any, size: int):
+        self.solve = solve
+        self.size = size
+        self.outcomes: OrderedDict[tuple[str, str], tuple[bool, Any]] = OrderedDict()
+
+    def __call__(self, f: Any, *symbols: Any, **flags: Any) -> Any:
+        from sympy import srepr
+
+        if flags or len(symbols) != 1:
+            return self.solve(f, *symbols, **flags)
+        try:
+            key = (srepr(f), srepr(symbols[0]))
+        except Exception:
+            return self.solve(f, *symbols)
+        known = self.outcomes.get(key)
+        if known is None:
+            try:
+                value = self.solve(f, *symbols)
+            except (RecursionError, MemoryError):
+                raise
+            except Exception as exc:
+                # kept without the frames (and expressions) of the failed call; still raised here
+                exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+                self._keep(key, (False, exc))
+                raise
+            self._keep(key, (True, _copy_solution(value)))
+            return value
+        self.outcomes.move_to_end(key)
+        returned, value = known
+        if not returned:
+            raise value.with_traceback(None)
+        return _copy_solution(value)
+
+    def _keep(self, key: tuple[str, str], outcome: tuple[bool, Any]) -> None:
+        self.outcomes[key] = outcome
+        while len(self.outcomes) > self.size:
+            self.outcomes.popitem(last=False)
+
+
+def _copy_solution(value: Any) -> Any:
+    """A copy of `solve`'s result down to its lists and dicts (the sympy objects are immutable)."""
+    if isinstance(value, list):
+        return [_copy_solution(item) for item in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+WARM_UP_PAIRS = (
+    ("\\frac{1}{3}", "0.3333"),
+    ("(1,2)", "[1,2]"),
+    ("x^2 = 4", "x = 2"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 3 \\end{pmatrix}"),
+    ("\\{1,2\\}", "\\{2, 3\\}"),
+    ("x^2+1", "(x+1)^2"),
+    ("30^\\circ", "\\frac{\\pi}{6}"),
+    ("\\sin x", "\\cos x"),
+    ("x < 3", "(-\\infty, 3)"),
+    ("\\text{(A)}", "A"),
+    ("y = 2x+1", "y = 2x+3"),
+    ("3 + 4i", "4 + 3i"),
+)
+"""Answer pairs a worker checks when it starts, one of each kind math-verify handles (numbers,
+intervals, equations, matrices, sets, polynomials, degrees, trigonometry, text, complex numbers):
+the first use of each kind loads code and fills parser tables (~0.3 s in all), which would
+otherwise be paid inside the first batch's timeouts."""
+
+
 if bounded.in_worker():
     # Unpickling `math_verify_equal` imports this module in a worker before the call's clock
-    # starts: load math-verify and its LaTeX grammar now (the first parse takes ~0.2 s), and
-    # silence its "timeout is disabled" warning (we bound the call ourselves).
-    import math_verify
-
+    # starts: load math-verify and its LaTeX grammar now, and check one pair of each kind (the
+    # first parse of a kind takes up to ~0.1 s); silence its "timeout is disabled" warning (we
+    # bound the call ourselves).
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     use_fast_latex_parsing()
-    math_verify.parse("$\\frac{1}{2}$", parsing_timeout=None)
+    use_solve_cache()
+    for _gold, _pred in WARM_UP_PAIRS:
+        math_verify_equal(_gold, _pred)
