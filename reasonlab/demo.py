@@ -29,8 +29,8 @@ def run_demo(
 ) -> dict[str, Any]:
     from reasonlab import models, tasks
     from reasonlab.analysis.plots import plot_training
-    from reasonlab.cli.pretrain import PretrainSettings, pretrain_base
     from reasonlab.config import load_config
+    from reasonlab.models.base_model import PretrainSettings, pretrain_base
     from reasonlab.rl.config import TrainConfig
     from reasonlab.rl.trainer import Trainer, evaluate
     from reasonlab.tasks import corpus

@@ -152,6 +152,40 @@ def test_candidates_use_every_number_once_within_bounds():
     assert all(c.value <= 10 for c in corpus.candidates([2, 3, 4], max_value=10))
 
 
+def test_partials_and_finishes_cover_every_whole_first_and_last_step():
+    pool = corpus.partials([2, 3, 4], max_value=30)
+    steps = {(p.left, p.op, p.right) for p in pool}
+    assert (2, "+", 3) in steps and (3, "+", 2) not in steps  # a + b once per pair
+    assert (4, "-", 2) in steps and (2, "-", 4) not in steps  # no negative partials
+    assert (4, "/", 2) in steps and (3, "/", 2) not in steps  # no fractions
+    assert all(sorted((p.left, p.right, *p.rest)) == [2, 3, 4] for p in pool)
+    assert all(p.value <= 6 for p in corpus.partials([2, 3, 4], max_value=6))
+    # the partial on the left when that is whole, else on the right, else left out
+    assert corpus.finishes(15, 2) == [("+", True), ("-", True), ("*", True)]
+    assert corpus.finishes(2, 8) == [("+", True), ("-", False), ("*", True), ("/", False)]
+
+
+def test_careful_attempts_compute_right_and_answer_their_last_finish():
+    import re
+
+    from reasonlab import tasks
+    from reasonlab.verify.arith import evaluate
+
+    task = tasks.get("countdown")
+    style = corpus.AttemptStyle(mistake_rate=0, give_up_rate=0.5, max_tries=6)
+    rng = random.Random(3)
+    for numbers, target in [([2, 3, 4], 20), ([9, 7, 1], 17), ([5, 3, 2], 12), ([6, 4, 7], 18)]:
+        example = countdown_example(numbers, target)
+        for _ in range(20):
+            text = corpus.countdown_attempt(example, rng, style)
+            for a, op, b, c in re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", text):
+                assert corpus.apply(int(a), op, int(b)) == int(c), text
+            answer = text.split("<answer>")[1].split("</answer>")[0]
+            last = re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+) vs", text.split("</think>")[0])[-1]
+            assert evaluate(answer).value == int(last[3]), text
+            assert task.verify(text, example).correct == ("yes." in text), text
+
+
 def test_a_persistent_careful_solver_always_solves():
     from reasonlab import tasks
 
@@ -161,7 +195,7 @@ def test_a_persistent_careful_solver_always_solves():
     for numbers, target in [([2, 3, 4], 20), ([9, 7, 1], 17), ([8, 8, 8], 24)]:
         text = corpus.countdown_attempt(countdown_example(numbers, target), rng, style)
         assert task.verify(text, countdown_example(numbers, target)).correct, text
-        assert text.rstrip().endswith("</answer>") and f"Got {target}." in text
+        assert text.rstrip().endswith("</answer>") and f"{target} vs {target}: yes." in text
 
 
 def test_style_rates_show_in_the_text():
@@ -169,7 +203,7 @@ def test_style_rates_show_in_the_text():
     example = countdown_example([2, 3, 4], 23)  # unreachable with whole values: every try fails
     quitter = corpus.AttemptStyle(give_up_rate=1.0, insight_rate=0.0, mistake_rate=0.0)
     text = corpus.countdown_attempt(example, rng, quitter)
-    assert text.count("Not 23, wrong.") == 1 and "Try again" not in text
+    assert text.count("Wrong.") == 1 and "Try again" not in text
     stubborn = corpus.AttemptStyle(
         give_up_rate=0.0, insight_rate=0.0, mistake_rate=0.0, max_tries=5
     )

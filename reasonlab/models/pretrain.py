@@ -6,7 +6,7 @@ What is implemented (nanoGPT-style, on a Hugging Face model):
   EOS token. Samples are *packed* greedily, in a fresh random order each epoch, into rows of
   `seq_len` tokens; `position_ids` restart at 0 for each sample and no attention mask is passed, so
   transformers builds a block-diagonal causal mask from them and samples in a row never see each
-  other. A sample longer than `seq_len` is cut.
+  other. A sample longer than `seq_len` is cut (counted in the stats as `cut_samples`).
 - loss: next-token cross-entropy averaged over target tokens. `loss_on="completion"` counts only
   the completion tokens of pairs (and their EOS), as in SFT on prompt/response data; "all" counts
   every token after the first of each sample.
@@ -126,7 +126,7 @@ def pretrain(
     the run (None: leave torch's setting). callback(record) is called every `log_every` steps with
     {step, loss, lr, tokens_per_s (packed tokens processed), seconds}. Returns stats: steps, final_loss (mean of the last
     `log_every` steps), first_loss, losses (one per log), seconds, tokens (target tokens seen),
-    epochs, num_params.
+    epochs, num_params, cut_samples.
     """
     if steps < 1 or batch_size < 1 or seq_len < 2:
         raise ValueError(
@@ -226,6 +226,7 @@ def pretrain(
         "tokens": tokens_seen,
         "epochs": epoch + cursor / max(1, len(input_ids)),
         "num_params": num_params(model),
+        "cut_samples": sum(len(ids) > seq_len for ids, _ in data),
     }
 
 

@@ -7,28 +7,34 @@ RL improve under it, those that do not, do not). A tiny model trained from scrat
 that, so its base corpus supplies it: attempts by a simulated solver that searches, slips, checks
 and gives up, at rates chosen here.
 
-Countdown attempt (`countdown_attempt`), one *try* after another:
+Countdown attempt (`countdown_attempt`), one *try* after another. A try sets a subgoal (combine
+two of the numbers into a partial result) and then checks every way to finish with the number left,
+in the order + - * /, until one reaches the target:
 
-    " 5 + 3 = 8, 8 * 2 = 16. Not 12, wrong. Try again. 5 * 3 = 15, 15 - 2 = 13. Not 12, wrong.
+    " 5 + 3 = 8. 8 + 2 = 10 vs 13: no, 8 - 2 = 6 vs 13: no, 8 * 2 = 16 vs 13: no, 8 / 2 = 4 vs
+     13: no. Wrong. Try again. 5 * 3 = 15. 15 + 2 = 17 vs 13: no, 15 - 2 = 13 vs 13: yes.
      </think> <answer> (5 * 3) - 2 </answer>"
 
-- a try combines the numbers left to right, each step `running op number` or `number op running`
-  (every number once; intermediate values whole and in [0, max_value]). It is a known solution with
-  probability `insight_rate`, else a random untried candidate;
+- the partial is a known solution's with probability `insight_rate`, else a random untried one
+  (whole values in [0, max_value]); a finish is `partial op rest` or, for - and /, `rest op partial`
+  when only that one is whole and non-negative;
 - each step is wrong (off by 1 or 2) with probability `mistake_rate`; a wrong step is caught at once
   ("Wait, 5 + 3 = 8.") with probability `verify_rate`, else the try goes on with the wrong value;
-- a try that reaches the target says "Got 12."; with probability `verify_rate` it is then checked
-  ("Let me check: ...") by recomputing every step, and a slip found there turns it into a miss;
-- after a miss the solver gives up with probability `give_up_rate` (answering the failed
-  candidate), else backtracks ("Try again."); after `max_tries` tries it answers the last one.
+- every finish is compared with the target ("17 vs 12: no"); one that reaches it ends the try
+  ("12 vs 12: yes."); with probability `verify_rate` it is then checked ("Let me check: ...") by
+  recomputing both steps, and a slip found there turns it into a miss ("Wrong.");
+- after a miss the solver gives up with probability `give_up_rate` (answering the try's last
+  finish), else backtracks ("Try again."); after `max_tries` tries it answers the last one.
 
 Held-out problems (`is_held_out`): a fixed fifth of all problems, chosen by a hash of the problem
 itself (sorted numbers and target), is never put in a corpus; `problems(..., held_out=True)` draws
 from it, so an evaluation of the base model and of RL measures problems it never saw.
 
-So the base model answers right only when it finds a solution and does not stop early: RL with a
-verifiable reward has persistence (more tries, longer answers, as in R1-Zero), checking and better
-first guesses to reinforce. Each corpus item is `(prompt, completion)`: the prompt as the task
+So the base model answers right only when it finds a solution and does not stop early: a try
+succeeds about one time in five on these problems, so a solver that gives up after most misses
+solves ~30% and one that keeps trying ~80%. RL with a verifiable reward has persistence (more
+tries, longer answers, as in R1-Zero), checking and better subgoals to reinforce; nothing about a
+held-out problem's solution is in the corpus (with the default `insight_rate` of 0). Each corpus item is `(prompt, completion)`: the prompt as the task
 renders it (ending in `<think>` for r1-zero) and the completion up to `</answer>`; the pretrainer
 appends the EOS token.
 """
@@ -58,14 +64,15 @@ class AttemptStyle:
     """Per arithmetic step: the written result is off by 1 or 2."""
     verify_rate: float = 0.5
     """A slip is caught right away ("Wait, ..."), and a reached target is re-checked."""
-    give_up_rate: float = 0.5
+    give_up_rate: float = 0.65
     """After a failed try: stop and answer with it (else "Try again.")."""
-    insight_rate: float = 0.25
-    """A try is a known solution rather than a random untried candidate."""
+    insight_rate: float = 0.0
+    """A try starts from a known solution's partial rather than a random untried one (memorised
+    solutions of training problems; nothing a held-out problem can use)."""
     max_tries: int = 6
     """Tries before the solver answers with its last one."""
     max_value: int = 30
-    """Largest intermediate value a candidate may pass through."""
+    """Largest partial result a try may start from."""
 
     def __post_init__(self) -> None:
         for name in ("mistake_rate", "verify_rate", "give_up_rate", "insight_rate"):
@@ -152,63 +159,146 @@ def _extend(
             _extend(start, result, text, rest[1:], (*moves, move), max_value, out)
 
 
+@dataclass(frozen=True)
+class Partial:
+    """A try's subgoal: `left op right` combined first, `rest` (the numbers left) to finish with."""
+
+    left: int
+    op: str
+    right: int
+    rest: tuple[int, ...]
+
+    @property
+    def value(self) -> int | None:
+        return apply(self.left, self.op, self.right)
+
+
+def partials(numbers: Sequence[int], max_value: int = 30) -> list[Partial]:
+    """Every distinct first step over two of `numbers` with a whole result in [0, max_value]
+    (`a + b` and `a * b` once per pair of positions)."""
+    out: dict[tuple[int, str, int, tuple[int, ...]], Partial] = {}
+    for i, j in itertools.permutations(range(len(numbers)), 2):
+        for op in OPS:
+            if op in "+*" and i > j:
+                continue
+            p = Partial(
+                numbers[i],
+                op,
+                numbers[j],
+                tuple(n for k, n in enumerate(numbers) if k not in (i, j)),
+            )
+            if p.value is not None and p.value <= max_value:
+                out.setdefault((p.left, p.op, p.right, tuple(sorted(p.rest))), p)
+    return [out[k] for k in sorted(out)]
+
+
+def finishes(value: int, number: int) -> list[tuple[str, bool]]:
+    """The ways to combine a partial `value` with `number`, in the order + - * /: `(op,
+    partial_left)`, the partial on the left when that is whole and non-negative, else on the right
+    when that is; ops that are neither are left out."""
+    out = []
+    for op in OPS:
+        if apply(value, op, number) is not None:
+            out.append((op, True))
+        elif apply(number, op, value) is not None:
+            out.append((op, False))
+    return out
+
+
+def _finish(value: int, op: str, number: int, partial_left: bool) -> tuple[int, str, int]:
+    return (value, op, number) if partial_left else (number, op, value)
+
+
+def _solves(p: Partial, target: int) -> bool:
+    v = p.value
+    return (
+        len(p.rest) == 1
+        and v is not None
+        and any(
+            apply(*_finish(v, op, p.rest[0], on_left)) == target
+            for op, on_left in finishes(v, p.rest[0])
+        )
+    )
+
+
 def countdown_attempt(example: Example, rng: random.Random, style: AttemptStyle) -> str:
     """One simulated attempt at a countdown example: the completion after `<think>`."""
     numbers, target = list(example.meta["numbers"]), int(example.meta["target"])
-    pool = candidates(numbers, style.max_value)
+    if len(numbers) != 3:
+        raise ValueError(f"{example.id}: the countdown corpus is written for 3 numbers")
+    pool = partials(numbers, style.max_value)
     if not pool:
         raise ValueError(
-            f"{example.id}: no candidate over {numbers} stays whole in [0, {style.max_value}]"
+            f"{example.id}: no first step over {numbers} stays whole in [0, {style.max_value}]"
         )
-    solutions = [c for c in pool if c.value == target]
+    solutions = [p for p in pool if _solves(p, target)]
     untried = list(pool)
     rng.shuffle(untried)
     parts: list[str] = []
-    last = untried[-1]
+    answer = ""
     for attempt in range(style.max_tries):
         if solutions and rng.random() < style.insight_rate:
-            last = rng.choice(solutions)
+            partial = rng.choice(solutions)
         else:
-            last = untried.pop() if untried else rng.choice(pool)
-        text, reached = _try(last, target, rng, style)
+            partial = untried.pop() if untried else rng.choice(pool)
+        text, answer, reached = _try(partial, target, rng, style)
         parts.append(text)
         if reached or attempt == style.max_tries - 1 or rng.random() < style.give_up_rate:
             break
         parts.append(" Try again.")
-    return "".join(parts) + f" </think> <answer> {last.expression} </answer>"
+    return "".join(parts) + f" </think> <answer> {answer} </answer>"
+
+
+def _step(
+    left: int, op: str, right: int, rng: random.Random, style: AttemptStyle
+) -> tuple[str, int]:
+    """`left op right = result` as written, with a slip at `mistake_rate` that is caught at
+    `verify_rate`; returns the text and the value written last. `left op right` must be whole."""
+    true = apply(left, op, right)
+    assert true is not None, (left, op, right)
+    slip = max(0, true + rng.choice((-2, -1, 1, 2))) if rng.random() < style.mistake_rate else true
+    text = f"{left} {op} {right} = {slip}"
+    if slip != true and rng.random() < style.verify_rate:
+        return text + f". Wait, {left} {op} {right} = {true}", true
+    return text, slip
 
 
 def _try(
-    candidate: Candidate, target: int, rng: random.Random, style: AttemptStyle
-) -> tuple[str, bool]:
-    """The text of one try and whether the solver (rightly or not) believes it reached `target`."""
-    pieces, running = [], candidate.start
-    for i, (op, number, running_left) in enumerate(candidate.moves):
-        left, right = (running, number) if running_left else (number, running)
-        true = apply(left, op, right)
-        written = true
-        if rng.random() < style.mistake_rate:
-            slip = max(0, true + rng.choice((-2, -1, 1, 2)))
-            # a slip is kept only if the rest of the chain still computes from it
-            rest = Candidate(slip, candidate.moves[i + 1 :], "", 0).steps()
-            if slip != true and all(r is not None and r <= style.max_value for *_, r in rest):
-                written = slip
-        text = f"{left} {op} {right} = {written}"
-        if written != true and rng.random() < style.verify_rate:
-            text += f". Wait, {left} {op} {right} = {true}"
-            written = true
-        pieces.append(text)
-        running = written
-    body = " " + ", ".join(pieces) + "."
-    if running != target:
-        return body + f" Not {target}, wrong.", False
-    body += f" Got {target}."
+    partial: Partial, target: int, rng: random.Random, style: AttemptStyle
+) -> tuple[str, str, bool]:
+    """The text of one try, its last finish as an expression over the given numbers, and whether
+    the solver (rightly or not) believes that finish reached `target`."""
+    first, value = _step(partial.left, partial.op, partial.right, rng, style)
+    (number,) = partial.rest
+    head = f"({partial.left} {partial.op} {partial.right})"
+    pieces: list[str] = []
+    written, expression, last = -1, "", ("+", True)
+    for op, on_left in finishes(value, number):
+        text, written = _step(*_finish(value, op, number, on_left), rng, style)
+        # "V vs T: no": the target copied next to each result, so that deciding a hit compares
+        # the two tokens just written rather than a result with a number far back in the prompt.
+        pieces.append(f"{text} vs {target}: {'yes' if written == target else 'no'}")
+        expression = f"{head} {op} {number}" if on_left else f"{number} {op} {head}"
+        last = (op, on_left)
+        if written == target:
+            break
+    body = f" {first}. " + ", ".join(pieces) + "."
+    if written != target:
+        return body + " Wrong.", expression, False
     if rng.random() < style.verify_rate:
-        check = ", ".join(f"{a} {op} {b} = {r}" for a, op, b, r in candidate.steps())
+        true_partial = partial.value
+        assert true_partial is not None
+        left, op, right = _finish(true_partial, last[0], number, last[1])
+        result = apply(left, op, right)
+        check = f"{partial.left} {partial.op} {partial.right} = {true_partial}"
+        shown = "no whole number" if result is None else result
+        check += (
+            f", {left} {op} {right} = {shown} vs {target}: {'yes' if result == target else 'no'}"
+        )
         body += f" Let me check: {check}."
-        if candidate.value != target:
-            return body + f" Not {target}, wrong.", False
-    return body, True  # right, or a confident wrong answer after an unnoticed slip
+        if result != target:
+            return body + " Wrong.", expression, False
+    return body, expression, True  # right, or a confident wrong answer after an unnoticed slip
 
 
 def problem_key(example: Example) -> str:
@@ -285,8 +375,11 @@ __all__ = [
     "AttemptStyle",
     "Candidate",
     "Move",
+    "Partial",
     "apply",
     "candidates",
+    "finishes",
+    "partials",
     "countdown_attempt",
     "countdown_attempts",
     "is_held_out",
