@@ -201,14 +201,20 @@ def test_a_persistent_careful_solver_always_solves():
 def test_style_rates_show_in_the_text():
     rng = random.Random(1)
     example = countdown_example([2, 3, 4], 23)  # unreachable with whole values: every try fails
-    quitter = corpus.AttemptStyle(give_up_rate=1.0, insight_rate=0.0, mistake_rate=0.0)
+    quitter = corpus.AttemptStyle(
+        give_up_rate=1.0, persistent_rate=0.0, insight_rate=0.0, mistake_rate=0.0
+    )
     text = corpus.countdown_attempt(example, rng, quitter)
     assert text.count("Wrong.") == 1 and "Try again" not in text
     stubborn = corpus.AttemptStyle(
         give_up_rate=0.0, insight_rate=0.0, mistake_rate=0.0, max_tries=5
     )
     assert corpus.countdown_attempt(example, rng, stubborn).count("Try again.") == 4
-    sloppy = corpus.AttemptStyle(mistake_rate=1.0, verify_rate=1.0, give_up_rate=1.0)
+    persistent = corpus.AttemptStyle(give_up_rate=1.0, persistent_rate=1.0, max_tries=5)
+    assert corpus.countdown_attempt(example, rng, persistent).count("Try again.") == 4
+    sloppy = corpus.AttemptStyle(
+        mistake_rate=1.0, verify_rate=1.0, give_up_rate=1.0, persistent_rate=0.0
+    )
     assert "Wait, " in corpus.countdown_attempt(countdown_example([2, 3, 4], 20), rng, sloppy)
     with pytest.raises(ValueError, match="give_up_rate"):
         corpus.AttemptStyle(give_up_rate=1.5)

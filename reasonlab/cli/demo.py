@@ -15,7 +15,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", type=int, default=100, help="held-out problems")
-    p.add_argument("--pretrain-steps", type=int, default=None)
+    p.add_argument(
+        "--eval-samples", type=int, default=4, help="samples per problem at T=1 (0: greedy only)"
+    )
+    p.add_argument(
+        "--pretrain-steps", type=int, default=None, help="base model optimiser steps (default 2400)"
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="RL recipe overrides")
     p.set_defaults(func=run)
 
@@ -26,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     run_demo(
         args.out,
         overrides=args.overrides,
-        pretrain_steps=args.pretrain_steps,
+        pretrain={} if args.pretrain_steps is None else {"steps": args.pretrain_steps},
         eval_examples=args.eval,
+        eval_samples=args.eval_samples,
         seed=args.seed,
     )
     return 0

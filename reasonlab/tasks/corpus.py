@@ -24,15 +24,18 @@ in the order + - * /, until one reaches the target:
   ("12 vs 12: yes."); with probability `verify_rate` it is then checked ("Let me check: ...") by
   recomputing both steps, and a slip found there turns it into a miss ("Wrong.");
 - after a miss the solver gives up with probability `give_up_rate` (answering the try's last
-  finish), else backtracks ("Try again."); after `max_tries` tries it answers the last one.
+  finish), else backtracks ("Try again."); after `max_tries` tries it answers the last one. A
+  share `persistent_rate` of the attempts come from a persistent solver that never gives up
+  early: by default the corpus mixes one-try answers (three in four) with persistent searches.
 
 Held-out problems (`is_held_out`): a fixed fifth of all problems, chosen by a hash of the problem
 itself (sorted numbers and target), is never put in a corpus; `problems(..., held_out=True)` draws
 from it, so an evaluation of the base model and of RL measures problems it never saw.
 
 So the base model answers right only when it finds a solution and does not stop early: a try
-succeeds about one time in five on these problems, so a solver that gives up after most misses
-solves ~30% and one that keeps trying ~80%. RL with a verifiable reward has persistence (more
+succeeds about one time in five on these problems, so the one-try solver solves ~22% and the
+persistent one ~75%; the base model, mostly the first, gives up after a first miss when decoding
+greedily. RL with a verifiable reward has persistence (more
 tries, longer answers, as in R1-Zero), checking and better subgoals to reinforce; nothing about a
 held-out problem's solution is in the corpus (with the default `insight_rate` of 0). Each corpus item is `(prompt, completion)`: the prompt as the task
 renders it (ending in `<think>` for r1-zero) and the completion up to `</answer>`; the pretrainer
@@ -64,18 +67,21 @@ class AttemptStyle:
     """Per arithmetic step: the written result is off by 1 or 2."""
     verify_rate: float = 0.5
     """A slip is caught right away ("Wait, ..."), and a reached target is re-checked."""
-    give_up_rate: float = 0.65
-    """After a failed try: stop and answer with it (else "Try again.")."""
+    give_up_rate: float = 1.0
+    """After a failed try: stop and answer with it (else "Try again."), unless persistent."""
+    persistent_rate: float = 0.25
+    """Share of attempts by a persistent solver, who never gives up before `max_tries`."""
     insight_rate: float = 0.0
     """A try starts from a known solution's partial rather than a random untried one (memorised
     solutions of training problems; nothing a held-out problem can use)."""
-    max_tries: int = 6
+    max_tries: int = 5
     """Tries before the solver answers with its last one."""
     max_value: int = 30
     """Largest partial result a try may start from."""
 
     def __post_init__(self) -> None:
-        for name in ("mistake_rate", "verify_rate", "give_up_rate", "insight_rate"):
+        rates = ("mistake_rate", "verify_rate", "give_up_rate", "persistent_rate", "insight_rate")
+        for name in rates:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"AttemptStyle.{name} must be in [0, 1], got {value}")
@@ -236,6 +242,7 @@ def countdown_attempt(example: Example, rng: random.Random, style: AttemptStyle)
     rng.shuffle(untried)
     parts: list[str] = []
     answer = ""
+    give_up_rate = 0.0 if rng.random() < style.persistent_rate else style.give_up_rate
     for attempt in range(style.max_tries):
         if solutions and rng.random() < style.insight_rate:
             partial = rng.choice(solutions)
@@ -243,7 +250,7 @@ def countdown_attempt(example: Example, rng: random.Random, style: AttemptStyle)
             partial = untried.pop() if untried else rng.choice(pool)
         text, answer, reached = _try(partial, target, rng, style)
         parts.append(text)
-        if reached or attempt == style.max_tries - 1 or rng.random() < style.give_up_rate:
+        if reached or attempt == style.max_tries - 1 or rng.random() < give_up_rate:
             break
         parts.append(" Try again.")
     return "".join(parts) + f" </think> <answer> {answer} </answer>"
