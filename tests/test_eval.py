@@ -191,6 +191,35 @@ def test_benchmark_registry():
     assert len(benchmarks.get("math500").load(limit=7)) == 7
 
 
+def test_countdown_demo_is_every_held_out_problem_of_the_demo():
+    import itertools
+
+    import yaml
+
+    from reasonlab.demo import DEMO_RECIPE
+    from reasonlab.tasks import corpus
+    from reasonlab.tasks.countdown import solve
+
+    bench = benchmarks.get("countdown_demo")
+    assert bench.held_out and bench.group_by is None and bench.template == "r1-zero"
+    params = yaml.safe_load(DEMO_RECIPE.read_text())["task"]["params"]
+    assert {k: v for k, v in bench.generate.items() if k not in ("n", "seed")} == params
+    # the demo's problem space, enumerated: 3 numbers in 1-9, a solvable target in 10-30
+    held_out = set()
+    for numbers in itertools.combinations_with_replacement(range(1, 10), 3):
+        for target in range(10, 31):
+            example = Example("x", "", target, {"numbers": list(numbers), "target": target})
+            if solve(list(numbers), target) is not None and corpus.is_held_out(example):
+                held_out.add(corpus.problem_key(example))
+    examples = bench.load()
+    assert len(examples) == len(held_out) == benchmarks.DEMO_HELD_OUT
+    assert {corpus.problem_key(e) for e in examples} == held_out  # distinct, all held out
+    assert len({e.id for e in examples}) == len(examples)
+    again = bench.load()
+    assert [(e.id, e.prompt, e.meta) for e in again] == [(e.id, e.prompt, e.meta) for e in examples]
+    assert bench.load(limit=17) == examples[:17]  # --limit takes a prefix of the same list
+
+
 # -- the CLI end to end with a tiny random model -----------------------------------------------
 
 

@@ -21,9 +21,12 @@ groups by its length (countdown's `numbers`: by how many numbers).
 | countdown | countdown | 500 TinyZero-preset problems, seed 314159 | numbers (count) |
 | countdown_cognitive | countdown | 500 `cognitive`-preset problems (small numbers), seed 314159 | numbers (count) |
 | arithmetic | arithmetic | 500 generated problems (2-3 operands in 0-50), seed 314159 | operands (count) |
+| countdown_demo | countdown | all 154 held-out problems with the CPU demo's params (3 numbers in 1-9, targets 10-30) | none |
 
 The generated sets use a seed no recipe trains on (training data is generated with small seeds), so
-the same examples come back on every machine.
+the same examples come back on every machine. `countdown_demo` draws from the held-out share of
+problems (`reasonlab.tasks.corpus.is_held_out`), which neither the demo's pretraining corpus nor its
+RL prompt stream contains.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class Benchmark:
     """A shipped split for `task.load`, or None for a generated benchmark."""
     generate: dict[str, Any] = field(default_factory=dict)
     """Arguments of `task.generate` (n, seed, params) for a generated benchmark."""
+    held_out: bool = False
+    """Draw the generated problems from the share no pretraining corpus or RL stream uses
+    (`reasonlab.tasks.corpus.problems(..., held_out=True)`), so base and RL models are measured
+    on problems neither saw."""
     template: str = "r1-zero"
     group_by: str | None = None
     task_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -65,10 +72,17 @@ class Benchmark:
             examples = task.load(self.split, limit=limit)
         else:
             n = self.generate.get("n", GENERATED_SIZE)
-            if limit is not None:
-                n = min(n, limit)
+            seed = self.generate.get("seed", EVAL_SEED)
             params = {k: v for k, v in self.generate.items() if k not in ("n", "seed")}
-            examples = task.generate(n=n, seed=self.generate.get("seed", EVAL_SEED), **params)
+            if self.held_out:
+                from reasonlab.tasks import corpus
+
+                # drawn in batches whose size depends on n: always draw all n, then cut
+                examples = corpus.problems(task, n, seed=seed, held_out=True, **params)
+            else:
+                if limit is not None:
+                    n = min(n, limit)
+                examples = task.generate(n=n, seed=seed, **params)
         return list(examples[:limit] if limit is not None else examples)
 
 
@@ -147,5 +161,20 @@ register(
         f"{GENERATED_SIZE} integer expressions, the task's default ranges (2-3 operands in 0-50)",
         generate=dict(seed=EVAL_SEED),
         group_by="operands",
+    )
+)
+
+DEMO_PARAMS = dict(num_numbers=3, min_number=1, max_number=9, min_target=10, max_target=30)
+"""Countdown params of the CPU demo (`reasonlab/demo_countdown.yaml`)."""
+DEMO_HELD_OUT = 154
+"""How many of the demo's 769 solvable problems are held out: all of them are the benchmark."""
+register(
+    Benchmark(
+        "countdown_demo",
+        "countdown",
+        f"All {DEMO_HELD_OUT} held-out Countdown problems with the CPU demo's params "
+        "(3 numbers in 1-9, targets 10-30)",
+        generate=dict(n=DEMO_HELD_OUT, seed=EVAL_SEED, **DEMO_PARAMS),
+        held_out=True,
     )
 )
