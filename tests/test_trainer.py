@@ -74,6 +74,18 @@ def test_reward_rises_on_a_learnable_reward(tmp_path):
     assert (run / "checkpoints" / "step_000024" / "model" / "model.safetensors").is_file()
 
 
+def test_eval_before_train_writes_a_step_zero_row(tmp_path):
+    cfg = make_config(
+        tmp_path, "run.steps=2", "run.eval_every=2", "run.eval_before_train=true", "optim.lr=1e-12"
+    )
+    summary = Trainer(cfg, reward_fns=[RewardTerm("sevens", 1.0, sevens)]).train()
+    rows = read_jsonl(Path(summary["run_dir"]) / "eval.jsonl")
+    assert [r["step"] for r in rows] == [0, 2]
+    # lr 1e-12: the policy did not change, so greedy evaluation gives the same answers
+    assert rows[0]["accuracy"] == rows[1]["accuracy"]
+    assert rows[0]["mean_length"] == rows[1]["mean_length"]
+
+
 # ----------------------------------------------------------------------------- NaN steps
 
 

@@ -243,6 +243,8 @@ class RunConfig:
     """Run folder: config.yaml, metrics.jsonl, rollouts.jsonl, eval.jsonl, checkpoints/."""
     eval_every: int = 0
     """Evaluate on the held-out set every K steps and after the last (0: never)."""
+    eval_before_train: bool = False
+    """Also evaluate before the first step (step 0 in eval.jsonl; veRL's val_before_train)."""
     eval_temperature: float = 0.0
     """Sampling temperature of evaluation (0: greedy, one response per example)."""
     eval_max_new_tokens: int | None = None

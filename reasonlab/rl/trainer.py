@@ -687,6 +687,8 @@ class Trainer:
 
             bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step")
         try:
+            if cfg.run.eval_before_train and self.step == 0:
+                self.run_eval()  # the starting point, step 0 (a resumed run has it already)
             while self.step < cfg.run.steps:
                 metrics = self.train_step()
                 step = self.step
