@@ -18,6 +18,7 @@ the mean over `eval_samples` samples at temperature 1 (`accuracy_sampled`, avg@n
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,9 @@ def run_demo(
 
     cfg.model.path = str(base_dir)
     cfg.run.out_dir = str(out / "rl")
+    if (out / "rl").exists():  # a demo run is one piece: only the base model is reused
+        log(f"replacing the previous RL run in {out / 'rl'}")
+        shutil.rmtree(out / "rl")
     cfg.run.seed = seed
     rl_start = time.perf_counter()
     trainer = Trainer(cfg, model=model, tokenizer=tokenizer, eval_examples=held)
