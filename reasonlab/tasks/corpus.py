@@ -92,30 +92,6 @@ class AttemptStyle:
         return asdict(self)
 
 
-Move = tuple[str, int, bool]
-"""(op, number, running value on the left)."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A left-to-right combination of all the numbers, each used once."""
-
-    start: int
-    moves: tuple[Move, ...]
-    expression: str
-    value: int
-
-    def steps(self, start: int | None = None) -> list[tuple[int, str, int, int | None]]:
-        """(left, op, right, result) of each step, from `start` (default: the first number)."""
-        out, running = [], self.start if start is None else start
-        for op, number, running_left in self.moves:
-            left, right = (running, number) if running_left else (number, running)
-            result = apply(left, op, right) if running is not None else None
-            out.append((left, op, right, result))
-            running = result
-        return out
-
-
 def apply(left: int | None, op: str, right: int | None) -> int | None:
     """`left op right` when it is a whole number >= 0, else None."""
     if left is None or right is None:
@@ -129,40 +105,6 @@ def apply(left: int | None, op: str, right: int | None) -> int | None:
     if right != 0 and left % right == 0:
         return left // right
     return None
-
-
-def candidates(numbers: Sequence[int], max_value: int = 30) -> list[Candidate]:
-    """Every distinct chain over `numbers` whose values stay whole in [0, max_value]:
-    ((a op b) op c)..., each step after the first with the running value on either side."""
-    out: dict[str, Candidate] = {}
-    for order in sorted(set(itertools.permutations(numbers))):
-        _extend(order[0], order[0], str(order[0]), order[1:], (), max_value, out)
-    return [out[k] for k in sorted(out)]
-
-
-def _extend(
-    start: int,
-    value: int,
-    expr: str,
-    rest: Sequence[int],
-    moves: tuple[Move, ...],
-    max_value: int,
-    out: dict[str, Candidate],
-) -> None:
-    if not rest:
-        out.setdefault(expr, Candidate(start, moves, expr, value))
-        return
-    number, inner = rest[0], f"({expr})" if moves else expr
-    for op in OPS:
-        sides = [True] if not moves or op in "+*" else [True, False]  # n + x is x + n
-        for running_left in sides:
-            left, right = (value, number) if running_left else (number, value)
-            result = apply(left, op, right)
-            if result is None or result > max_value:
-                continue
-            text = f"{inner} {op} {number}" if running_left else f"{number} {op} {inner}"
-            move = (op, number, running_left)
-            _extend(start, result, text, rest[1:], (*moves, move), max_value, out)
 
 
 @dataclass(frozen=True)
@@ -380,11 +322,8 @@ def countdown_attempts(
 __all__ = [
     "HELD_OUT_FRACTION",
     "AttemptStyle",
-    "Candidate",
-    "Move",
     "Partial",
     "apply",
-    "candidates",
     "finishes",
     "partials",
     "countdown_attempt",
