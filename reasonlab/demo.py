@@ -8,8 +8,11 @@ trained from scratch on simulated countdown attempts (`reasonlab.tasks.corpus`):
 up after one failed try, one in four keeps trying, checks and backtracks. Greedy decoding of that
 base gives up after a first miss; GRPO with the countdown reward (recipe `demo_countdown.yaml`)
 finds that trying again pays, and held-out accuracy and response length go up together, as in
-R1-Zero. The held-out problems come from the share of the problem space that neither the corpus nor
-the RL prompt stream ever sees (`reasonlab.tasks.corpus.is_held_out`).
+R1-Zero. The held-out problems come from the share of the problem space (`task.held_out_fraction`
+of the recipe, by a hash of each problem's sorted numbers and target: `reasonlab.tasks.split`) that
+neither the corpus nor the RL prompt stream ever draws from; the summary's `audit` counts, from the
+run's own files, the RL prompts and corpus problems that are held-out problems (zero by
+construction, checked on every run). The policy kept and evaluated is the final step's.
 
 Accuracy is measured twice on the same held-out problems: greedy (`accuracy`, the headline) and
 the mean over `eval_samples` samples at temperature 1 (`accuracy_sampled`, avg@n).
@@ -86,15 +89,16 @@ def run_demo(
     from reasonlab import models, tasks
     from reasonlab.analysis.plots import plot_training
     from reasonlab.config import load_config
-    from reasonlab.models.base_model import PretrainSettings, pretrain_base
+    from reasonlab.models.base_model import PretrainSettings, build_corpus, pretrain_base
     from reasonlab.rl.config import TrainConfig
+    from reasonlab.rl.data import split_examples
     from reasonlab.rl.trainer import Trainer
-    from reasonlab.tasks import corpus
 
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(TrainConfig, str(recipe), list(overrides or []))
+    overrides = [f"task.eval_size={eval_examples}", *list(overrides or [])]
+    cfg = load_config(TrainConfig, str(recipe), overrides)
     settings = PretrainSettings(
         task=cfg.task.name,
         params=dict(cfg.task.params),
@@ -107,11 +111,11 @@ def run_demo(
     pretrain_seconds = time.perf_counter() - start
 
     task = tasks.get(cfg.task.name)
-    held = corpus.problems(
-        task, eval_examples, seed=seed + 1, held_out=True, **dict(cfg.task.params)
-    )
+    _, held = split_examples(task, cfg.task)  # the same problems for every seed
     model, tokenizer = models.load(base_dir)
+    eval_start = time.perf_counter()
     before = evaluate_held_out(model, tokenizer, task, held, cfg, eval_samples, seed)
+    eval_seconds = time.perf_counter() - eval_start
     log(
         f"base model: held-out accuracy {before['accuracy']:.1%} greedy, "
         f"{before.get('accuracy_sampled', float('nan')):.1%} sampled ({len(held)} problems)"
@@ -128,17 +132,23 @@ def run_demo(
     trainer.train()
     rl_seconds = time.perf_counter() - rl_start
     models.save(trainer.model, tokenizer, out / "policy")  # the RL model, for `reasonlab eval`
+    eval_start = time.perf_counter()
     after = evaluate_held_out(trainer.model, tokenizer, task, held, cfg, eval_samples, seed)
+    eval_seconds += time.perf_counter() - eval_start
     log(
         f"after GRPO: held-out accuracy {after['accuracy']:.1%} greedy, "
         f"{after.get('accuracy_sampled', float('nan')):.1%} sampled"
     )
 
     plot_training(out / "rl", out / "training.png")
+    corpus_examples = build_corpus(settings)[2]
     summary = {
         "task": cfg.task.name,
         "params": dict(cfg.task.params),
         "held_out_examples": len(held),
+        "held_out_fraction": cfg.task.held_out_fraction,
+        "audit": audit(task, out / "rl", corpus_examples, cfg.task.held_out_fraction),
+        "policy": "final step",
         "eval_samples": eval_samples,
         "seed": seed,
         "base_model": {
@@ -153,6 +163,7 @@ def run_demo(
         "seconds": time.perf_counter() - start,
         "seconds_pretrain": pretrain_seconds,
         "seconds_rl": rl_seconds,
+        "seconds_eval": eval_seconds,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     table = summary_table(summary)
@@ -160,6 +171,26 @@ def run_demo(
     log(table)
     log(f"{summary['seconds']:.0f}s in all; run folder {out}")
     return summary
+
+
+def audit(task: Any, run_dir: Path, corpus_examples: list[Any], fraction: float) -> dict[str, int]:
+    """Held-out problems among what was trained on, counted by key from the run's own files
+    (`heldout.jsonl`, `prompts.jsonl`) and the base model's corpus problems: all zero by
+    construction."""
+    from reasonlab.io import read_jsonl
+    from reasonlab.tasks.split import share_position
+
+    held = {row["key"] for row in read_jsonl(run_dir / "heldout.jsonl")}
+    prompts = [row["key"] for row in read_jsonl(run_dir / "prompts.jsonl")]
+    corpus_keys = [task.key(ex) for ex in corpus_examples]
+    return {
+        "rl_prompts": len(prompts),
+        "rl_prompts_evaluated": sum(k in held for k in prompts),
+        "rl_prompts_in_held_out_share": sum(share_position(k) < fraction for k in prompts),
+        "corpus_problems": len(corpus_keys),
+        "corpus_problems_evaluated": sum(k in held for k in corpus_keys),
+        "corpus_problems_in_held_out_share": sum(share_position(k) < fraction for k in corpus_keys),
+    }
 
 
 def summary_table(summary: dict[str, Any]) -> str:

@@ -197,10 +197,11 @@ def test_countdown_demo_is_every_held_out_problem_of_the_demo():
     import yaml
 
     from reasonlab.demo import DEMO_RECIPE
-    from reasonlab.tasks import corpus
+    from reasonlab.tasks import split
     from reasonlab.tasks.countdown import solve
 
     bench = benchmarks.get("countdown_demo")
+    task = bench.task_instance()
     assert bench.held_out and bench.group_by is None and bench.template == "r1-zero"
     params = yaml.safe_load(DEMO_RECIPE.read_text())["task"]["params"]
     assert {k: v for k, v in bench.generate.items() if k not in ("n", "seed")} == params
@@ -209,11 +210,11 @@ def test_countdown_demo_is_every_held_out_problem_of_the_demo():
     for numbers in itertools.combinations_with_replacement(range(1, 10), 3):
         for target in range(10, 31):
             example = Example("x", "", target, {"numbers": list(numbers), "target": target})
-            if solve(list(numbers), target) is not None and corpus.is_held_out(example):
-                held_out.add(corpus.problem_key(example))
+            if solve(list(numbers), target) is not None and split.in_held_out_share(task, example):
+                held_out.add(task.key(example))
     examples = bench.load()
     assert len(examples) == len(held_out) == benchmarks.DEMO_HELD_OUT
-    assert {corpus.problem_key(e) for e in examples} == held_out  # distinct, all held out
+    assert {task.key(e) for e in examples} == held_out  # distinct, all held out
     assert len({e.id for e in examples}) == len(examples)
     again = bench.load()
     assert [(e.id, e.prompt, e.meta) for e in again] == [(e.id, e.prompt, e.meta) for e in examples]

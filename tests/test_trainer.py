@@ -287,17 +287,17 @@ def test_collate_aligns_completions_after_left_padded_prompts():
 def test_prompt_stream_resumes_from_its_position_and_skips_held_out():
     task = tasks.get("countdown")
     held_out = task.generate(8, seed=5)
-    exclude = {task.question(ex) for ex in held_out}
-    stream = PromptStream(task, seed=3, exclude=exclude, chunk_size=16)
+    exclude = {task.key(ex) for ex in held_out}
+    stream = PromptStream(task, seed=3, exclude_keys=exclude, chunk_size=16)
     first = stream.take(20)
     position = stream.position
     rest = stream.take(10)
-    again = PromptStream(task, seed=3, exclude=exclude, chunk_size=16)
+    again = PromptStream(task, seed=3, exclude_keys=exclude, chunk_size=16)
     again.position = position
     assert [e.id for e in again.take(10)] == [e.id for e in rest]
-    assert not exclude & {task.question(e) for e in first + rest}
+    assert not exclude & {task.key(e) for e in first + rest}
     # a stream whose chunks are the held-out set itself skips all of it
-    clash = PromptStream(task, seed=0, examples=held_out + first[:2], exclude=exclude)
+    clash = PromptStream(task, seed=0, examples=held_out + first[:2], exclude_keys=exclude)
     assert {e.id for e in clash.take(2)} == {e.id for e in first[:2]}
 
 

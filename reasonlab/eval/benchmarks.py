@@ -25,7 +25,7 @@ groups by its length (countdown's `numbers`: by how many numbers).
 
 The generated sets use a seed no recipe trains on (training data is generated with small seeds), so
 the same examples come back on every machine. `countdown_demo` draws from the held-out share of
-problems (`reasonlab.tasks.corpus.is_held_out`), which neither the demo's pretraining corpus nor its
+problems (`reasonlab.tasks.split.in_held_out_share`, by `task.key`), which neither the demo's pretraining corpus nor its
 RL prompt stream contains.
 """
 
@@ -54,7 +54,7 @@ class Benchmark:
     """Arguments of `task.generate` (n, seed, params) for a generated benchmark."""
     held_out: bool = False
     """Draw the generated problems from the share no pretraining corpus or RL stream uses
-    (`reasonlab.tasks.corpus.problems(..., held_out=True)`), so base and RL models are measured
+    (`reasonlab.tasks.split.problems(..., held_out=True)`), so base and RL models are measured
     on problems neither saw."""
     template: str = "r1-zero"
     group_by: str | None = None
@@ -75,10 +75,10 @@ class Benchmark:
             seed = self.generate.get("seed", EVAL_SEED)
             params = {k: v for k, v in self.generate.items() if k not in ("n", "seed")}
             if self.held_out:
-                from reasonlab.tasks import corpus
+                from reasonlab.tasks import split
 
                 # drawn in batches whose size depends on n: always draw all n, then cut
-                examples = corpus.problems(task, n, seed=seed, held_out=True, **params)
+                examples = split.problems(task, n, seed=seed, held_out=True, **params)
             else:
                 if limit is not None:
                     n = min(n, limit)

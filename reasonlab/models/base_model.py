@@ -85,17 +85,20 @@ class PretrainSettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_corpus(settings: PretrainSettings) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    """(prompt, completion) pairs and corpus stats (size, solved share, distinct problems)."""
+def build_corpus(
+    settings: PretrainSettings,
+) -> tuple[list[tuple[str, str]], dict[str, Any], list[Any]]:
+    """(prompt, completion) pairs, corpus stats (size, solved share, distinct problems) and the
+    problems (Examples) the attempts are at, all outside the held-out share."""
     from reasonlab import tasks
-    from reasonlab.tasks import corpus
+    from reasonlab.tasks import corpus, split
 
     if settings.task != "countdown":
         raise ValueError(f"pretrain has a corpus for: countdown; got task {settings.task!r}")
     task = tasks.get(settings.task)
     style = settings.attempt_style()
     try:
-        examples = corpus.problems(task, settings.problems, seed=settings.seed, **settings.params)
+        examples = split.problems(task, settings.problems, seed=settings.seed, **settings.params)
     except ValueError as err:
         raise ValueError(str(err)) from None
     pairs: list[tuple[str, str]] = []
@@ -112,7 +115,7 @@ def build_corpus(settings: PretrainSettings) -> tuple[list[tuple[str, str]], dic
         "solved": solved / len(pairs),
         "style": style.to_dict(),
     }
-    return pairs, info
+    return pairs, info, examples
 
 
 def evaluate_base(
@@ -153,7 +156,7 @@ def pretrain_base(
     """
     from reasonlab import models, tasks
     from reasonlab.models import pretrain, tiny
-    from reasonlab.tasks import corpus
+    from reasonlab.tasks import split
 
     digest = settings.digest()
     record_path = out / "pretrain.json"
@@ -163,7 +166,7 @@ def pretrain_base(
             log(f"reusing the base model in {out} (settings hash {digest})")
             return record
     start = time.perf_counter()
-    pairs, corpus_info = build_corpus(settings)
+    pairs, corpus_info, _ = build_corpus(settings)
     log(
         f"corpus: {corpus_info['texts']} attempts at {corpus_info['problems']} problems, "
         f"{corpus_info['solved']:.0%} solved"
@@ -210,7 +213,7 @@ def pretrain_base(
     evaluation = None
     if eval_examples > 0:
         task = tasks.get(settings.task)
-        held = corpus.problems(
+        held = split.problems(
             task, eval_examples, seed=settings.seed + 1, held_out=True, **settings.params
         )
         evaluation = evaluate_base(
@@ -226,8 +229,8 @@ def pretrain_base(
         "corpus": corpus_info,
         "max_completion_tokens": completion_tokens,
         "held_out": {
-            "fraction": corpus.HELD_OUT_FRACTION,
-            "rule": "reasonlab.tasks.corpus.is_held_out",
+            "fraction": split.HELD_OUT_FRACTION,
+            "rule": "reasonlab.tasks.split.in_held_out_share",
         },
         "train": {k: v for k, v in stats.items()},
         "eval": evaluation,

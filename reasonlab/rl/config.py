@@ -92,6 +92,10 @@ class TaskConfig:
     """Held-out evaluation examples (never trained on)."""
     eval_seed: int = 1_000_003
     """Seed of the held-out examples; must differ from `seed`."""
+    held_out_fraction: float = 0.0
+    """Share of the problem space (a stable hash of each problem's `task.key`) reserved for
+    evaluation: the held-out examples are drawn from it and the training stream never draws from
+    it. 0: only the evaluated problems themselves are excluded from training (by key)."""
 
 
 @dataclass
@@ -416,6 +420,8 @@ def validate(
         positive("task.eval_size", c.task.eval_size)
     if c.task.where and c.task.split is None:
         fail("task.where", "filters a file-backed split: set task.split too")
+    if not 0.0 <= c.task.held_out_fraction < 1.0:
+        fail("task.held_out_fraction", f"must be in [0, 1), got {c.task.held_out_fraction}")
     if c.task.eval_seed == c.task.seed and c.task.eval_split is None:
         fail("task.eval_seed", f"must differ from task.seed ({c.task.seed}): eval must be held out")
     # rewards

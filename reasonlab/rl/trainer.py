@@ -36,9 +36,11 @@ What is kept simple, on purpose:
 - Weights and AdamW states stay float32; `model.dtype` bfloat16/float16 is the autocast compute
   dtype on CUDA (veRL's FSDP mixed precision keeps fp32 master weights the same way).
 
-Held-out evaluation (`evaluate`) runs every `run.eval_every` steps on examples generated with
-`task.eval_seed` (or from `task.eval_split`); every training example whose question text equals an
-evaluation question is skipped by the data stream, so nothing evaluated is ever trained on.
+Held-out evaluation (`evaluate`) runs every `run.eval_every` steps on examples drawn from the
+held-out share of the problem space (`task.held_out_fraction`), generated with `task.eval_seed`, or
+from `task.eval_split`; the data stream skips every training example with the key (`Task.key`) of
+an evaluated problem or in the held-out share, so nothing evaluated is trained on under any
+reordering or renaming. The run folder records both sides (heldout.jsonl, prompts.jsonl).
 Greedy decoding by default (`run.eval_temperature=0`), one response per example.
 """
 
@@ -70,12 +72,16 @@ from reasonlab.rl.checkpoint import (
     save_checkpoint,
 )
 from reasonlab.rl.config import TrainConfig, validate
-from reasonlab.rl.data import PromptStream, derive_seed, has_generator, split_examples, verify_all
+from reasonlab.rl.data import build_stream, derive_seed, has_generator, split_examples, verify_all
 from reasonlab.rl.distributed import Dist
 from reasonlab.rl.learner import Learner, StepBatch, ValueHead, build_optimizer
 from reasonlab.rl.losses import groups_with_signal
 from reasonlab.rollout.base import Prompt, SamplingParams
 
+RUN_FILES = ("metrics.jsonl", "rollouts.jsonl", "eval.jsonl", "prompts.jsonl")
+"""Per-step run files, cut back to the checkpoint's step on resume. prompts.jsonl lists every
+training prompt (step, stream position, id, problem key); heldout.jsonl, written once, the
+evaluation examples with their keys: together they let anyone audit a run for overlap."""
 TIMING_KEYS = ("time/", "tokens_per_s")
 """Metric-name prefixes that measure wall time (they differ between identical runs)."""
 
@@ -286,16 +292,9 @@ class Trainer:
 
         self.task = task if task is not None else tasks.get(cfg.task.name)
         train_examples, self.eval_examples = split_examples(self.task, cfg.task)
-        if eval_examples is not None:  # the caller's held-out set (e.g. the demo's)
+        if eval_examples is not None:  # the caller's held-out set
             self.eval_examples = list(eval_examples)
-        exclude = {self.task.question(ex) for ex in self.eval_examples}
-        self.stream = PromptStream(
-            self.task,
-            seed=cfg.task.seed,
-            params=cfg.task.params,
-            examples=train_examples,
-            exclude=exclude,
-        )
+        self.stream = build_stream(self.task, cfg.task, train_examples, self.eval_examples)
         self.scorer = build_scorer(cfg.rewards, reward_fns)
 
         checkpoint = None
@@ -397,8 +396,12 @@ class Trainer:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(self.config, self.run_dir / "config.yaml")
-        for name in ("metrics.jsonl", "rollouts.jsonl", "eval.jsonl"):
+        for name in RUN_FILES:
             (self.run_dir / name).write_text("")
+        write_jsonl(
+            self.run_dir / "heldout.jsonl",
+            [{**ex.to_dict(), "key": self.task.key(ex)} for ex in self.eval_examples],
+        )
 
     def _restore(self, checkpoint: Path) -> None:
         ref = self.ref_model
@@ -415,7 +418,7 @@ class Trainer:
         self.bad_steps = int(state.get("bad_steps", 0))
         self.ref_step = int(state.get("ref_step", 0))
         if self.dist.is_main:
-            for name in ("metrics.jsonl", "rollouts.jsonl", "eval.jsonl"):
+            for name in RUN_FILES:
                 _truncate_jsonl(self.run_dir / name, self.step)
             self.history = [
                 row for row in _read_jsonl(self.run_dir / "metrics.jsonl") if "step" in row
@@ -630,7 +633,18 @@ class Trainer:
         self.step = step
         if self.dist.is_main:
             self._log_rollouts(step, data)
+            self._log_prompts(step)
+        self.stream.taken.clear()
         return metrics
+
+    def _log_prompts(self, step: int) -> None:
+        """Every prompt the stream handed out this step (all ranks': they read the same blocks)."""
+        rows = [
+            {"step": step, "position": pos, "id": ex.id, "key": self.task.key(ex)}
+            for pos, ex in self.stream.taken
+        ]
+        with open(self.run_dir / "prompts.jsonl", "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
 
     def _log_rollouts(self, step: int, data: dict[str, Any]) -> None:
         k = self.config.run.log_rollouts_per_step

@@ -12,6 +12,7 @@ searched for elsewhere in the text. Equal integers are equal answers.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from typing import Any
@@ -112,6 +113,18 @@ class Arithmetic(Task):
 
     def question(self, example: Example) -> str:
         return f"Compute {example.meta['expression']}."
+
+    def key(self, example: Example) -> str:
+        """The expression up to commutativity: a sum of signed products, factors and terms sorted
+        (`7 * 3 + 12` and `12 + 3 * 7` are one problem)."""
+        operands, ops = example.meta["operands"], example.meta["ops"]
+        terms: list[tuple[str, list[int]]] = [("+", [int(operands[0])])]
+        for op, x in zip(ops, operands[1:]):
+            if op == "*":
+                terms[-1][1].append(int(x))
+            else:
+                terms.append((op, [int(x)]))
+        return json.dumps(sorted((sign, sorted(factors)) for sign, factors in terms))
 
     def verify(self, text: str, example: Example) -> Verdict:
         """Correct when the final answer is exactly the integer `example.answer`; `answer` is the

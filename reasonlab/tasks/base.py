@@ -15,6 +15,11 @@ DEFAULT_VERIFY_TIMEOUT = 10.0
 """Seconds one `verify` may take inside `verify_batch` before it counts as wrong."""
 
 
+def normalize_text(text: str) -> str:
+    """Whitespace collapsed and case folded: the default problem key (`Task.key`)."""
+    return " ".join(text.split()).casefold()
+
+
 @dataclass(frozen=True)
 class Param:
     """A generator parameter, for `reasonlab tasks` and validation."""
@@ -85,6 +90,15 @@ class Task(ABC):
             else Verdict(False, detail="timeout" if out.status == bounded.TIMEOUT else out.detail)
             for out in outcomes
         ]
+
+    def key(self, example: Example) -> str:
+        """The problem's canonical identity: two examples with the same key are the same problem,
+        however their text is ordered, worded or named. Every split and exclusion (held-out sets,
+        the training stream, pretraining corpora, benchmarks) compares keys, never ids or prompt
+        text. Default: the question with whitespace collapsed and case folded; tasks with
+        structure override it (countdown: sorted numbers and target; knights_knaves: the puzzle up
+        to names and order of people; arithmetic: the expression up to commutativity)."""
+        return normalize_text(self.question(example))
 
     def extract(self, text: str, example: Example) -> str | None:
         """The answer a completion gives, normalised so that equal strings mean equal answers

@@ -28,9 +28,10 @@ in the order + - * /, until one reaches the target:
   share `persistent_rate` of the attempts come from a persistent solver that never gives up
   early: by default the corpus mixes one-try answers (three in four) with persistent searches.
 
-Held-out problems (`is_held_out`): a fixed fifth of all problems, chosen by a hash of the problem
-itself (sorted numbers and target), is never put in a corpus; `problems(..., held_out=True)` draws
-from it, so an evaluation of the base model and of RL measures problems it never saw.
+Held-out problems: a corpus is built from `reasonlab.tasks.split.problems(...)` outside the held-out
+share of the problem space (a fixed fifth of all problems, chosen by a hash of `task.key`: sorted
+numbers and target); evaluations draw from that share, so the base model and RL are measured on
+problems neither saw.
 
 So the base model answers right only when it finds a solution and does not stop early: a try
 succeeds about one time in five on these problems, so the one-try solver solves ~22% and the
@@ -44,9 +45,7 @@ appends the EOS token.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -55,8 +54,6 @@ from typing import Any
 from reasonlab.records import Example
 
 OPS = ("+", "-", "*", "/")
-HELD_OUT_FRACTION = 0.2
-"""Share of all problems never put in a corpus (see `is_held_out`)."""
 
 
 @dataclass(frozen=True)
@@ -250,60 +247,6 @@ def _try(
     return body, expression, True  # right, or a confident wrong answer after an unnoticed slip
 
 
-def problem_key(example: Example) -> str:
-    """What makes two examples the same problem: the sorted numbers and the target when the
-    example has them (countdown), else its prompt text."""
-    meta = example.meta
-    if "numbers" in meta and "target" in meta:
-        return json.dumps([sorted(meta["numbers"]), meta["target"]])
-    return json.dumps(example.prompt, sort_keys=True)
-
-
-def is_held_out(example: Example, fraction: float = HELD_OUT_FRACTION) -> bool:
-    """Whether a problem belongs to the held-out share (a stable hash of `problem_key`)."""
-    digest = hashlib.sha256(problem_key(example).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
-def problems(
-    task: Any,
-    n: int,
-    seed: int = 0,
-    held_out: bool = False,
-    fraction: float = HELD_OUT_FRACTION,
-    max_rounds: int = 200,
-    **params: Any,
-) -> list[Example]:
-    """`n` distinct problems from the held-out share (`held_out=True`) or from the rest.
-
-    Draws `task.generate` batches with seeds derived from `seed` until it has `n`; raises a
-    ValueError naming the sizes when the problem space is too small for that.
-    """
-    out: list[Example] = []
-    seen: set[str] = set()
-    batch = max(16, min(n, 100))
-    for round_ in range(max_rounds):
-        try:
-            drawn = task.generate(batch, seed=seed * 100_003 + round_, **params)
-        except ValueError:
-            batch //= 2  # a small problem space: ask for fewer distinct problems per draw
-            if batch < 4:
-                break
-            continue
-        for example in drawn:
-            key = problem_key(example)
-            if key not in seen and is_held_out(example, fraction) == held_out:
-                seen.add(key)
-                out.append(example)
-                if len(out) == n:
-                    return out
-    share = "held-out" if held_out else "training"
-    raise ValueError(
-        f"found only {len(out)} of {n} distinct {share} problems of {task.name} with {params} "
-        f"(held-out fraction {fraction}); ask for fewer or widen the ranges"
-    )
-
-
 def countdown_attempts(
     examples: Sequence[Example],
     style: AttemptStyle | None = None,
@@ -320,7 +263,6 @@ def countdown_attempts(
 
 
 __all__ = [
-    "HELD_OUT_FRACTION",
     "AttemptStyle",
     "Partial",
     "apply",
@@ -328,7 +270,4 @@ __all__ = [
     "partials",
     "countdown_attempt",
     "countdown_attempts",
-    "is_held_out",
-    "problem_key",
-    "problems",
 ]

@@ -27,6 +27,7 @@ smaller side and asks whether the other side reaches the one b with a ∘ b = t 
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -310,6 +311,12 @@ class Countdown(Task):
             f"Using the numbers {list(numbers)}, create an equation that equals {target}. "
             "You can use basic arithmetic operations (+, -, *, /) and each number can only be "
             "used once."
+        )
+
+    def key(self, example: Example) -> str:
+        """The sorted numbers and the target: the same problem in any order of its numbers."""
+        return json.dumps(
+            [sorted(int(x) for x in example.meta["numbers"]), int(example.meta["target"])]
         )
 
     def ground_truth(self, example: Example) -> dict[str, Any]:

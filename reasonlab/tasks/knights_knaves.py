@@ -25,11 +25,12 @@ Correct when every role matches.
 from __future__ import annotations
 
 import ast
+import math
 import random
 import re
 import zlib
 from collections.abc import Sequence
-from itertools import product
+from itertools import permutations, product
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,72 @@ _QUOTED = (
     '{name} asserted: "{s}".',
 )
 _REPORTED = ("{name} said that {s}.", "{name} told you that {s}.", "{name} expressed that {s}.")
+
+
+_COMMUTATIVE = ("and", "or", "<=>")
+_MAX_RELABELINGS = 5040
+"""Relabelings tried by `canonical_statements` before it falls back to colour classes alone."""
+
+
+def _relabel(s: Statement, where: Sequence[int]) -> Statement:
+    """`s` with person i renamed where[i]; arguments of commutative operators sorted."""
+    op, args = s[0], s[1:]
+    if op in _LEAVES:
+        return (op, where[args[0]])
+    parts = [_relabel(a, where) for a in args]
+    if op in _COMMUTATIVE:
+        parts.sort(key=repr)
+    return (op, *parts)
+
+
+def _colours(statements: Sequence[Statement], rounds: int = 3) -> list[str]:
+    """A colour per person that no renaming or reordering of the people changes: the shape of
+    their statement, refined by the colours of the people it speaks about (Weisfeiler-Lehman)."""
+    n = len(statements)
+    colour = [""] * n
+    for _ in range(rounds):
+        colour = [repr(_relabel_colour(s, p, colour)) for p, s in enumerate(statements)]
+    return colour
+
+
+def _relabel_colour(s: Statement, speaker: int, colour: Sequence[str]) -> Statement:
+    op, args = s[0], s[1:]
+    if op in _LEAVES:
+        return (op, "self" if args[0] == speaker else colour[args[0]])
+    parts = [_relabel_colour(a, speaker, colour) for a in args]
+    if op in _COMMUTATIVE:
+        parts.sort(key=repr)
+    return (op, *parts)
+
+
+def canonical_statements(statements: Sequence[Statement]) -> str:
+    """One string for a puzzle and every renaming and reordering of its people.
+
+    People are ordered by a colour that does not depend on their order (`_colours`); the lowest
+    `repr` over every order within equal colours is the canonical form. When that is more than
+    `_MAX_RELABELINGS` orders, the sorted colours alone are the key: every relabeling still gets
+    the same key, and two different puzzles share one only if refinement cannot tell them apart.
+    """
+    n = len(statements)
+    colour = _colours(statements)
+    classes: dict[str, list[int]] = {}
+    for p in sorted(range(n), key=lambda p: colour[p]):
+        classes.setdefault(colour[p], []).append(p)
+    count = 1
+    for members in classes.values():
+        count *= math.factorial(len(members))
+    if count > _MAX_RELABELINGS:
+        return "wl:" + repr(sorted(colour))
+    best = None
+    for orders in product(*(permutations(m) for m in classes.values())):
+        order = [p for block in orders for p in block]  # new position -> old person
+        where = [0] * n
+        for new, old in enumerate(order):
+            where[old] = new
+        text = repr(tuple(_relabel(statements[old], where) for old in order))
+        if best is None or text < best:
+            best = text
+    return str(best)
 
 
 def render_statement(s: Statement, names: Sequence[str]) -> str:
@@ -314,6 +381,16 @@ class KnightsKnaves(Task):
         names = example.meta["names"]
         statements = parse_statements(example.meta["statements"], len(names))
         return render_quiz(names, statements, random.Random(zlib.crc32(example.id.encode())))
+
+    def key(self, example: Example) -> str:
+        """The puzzle up to names, the order of the people and the order of the arguments of
+        and / or / <=> (`canonical_statements`); puzzles without parsed statements fall back to
+        their normalised text."""
+        meta = example.meta
+        if "statements" not in meta or "names" not in meta:
+            return super().key(example)
+        statements = parse_statements(meta["statements"], len(meta["names"]))
+        return "kk:" + canonical_statements(statements)
 
     def ground_truth(self, example: Example) -> dict[str, Any]:
         """Logic-RL's `{"solution_text_format", "statements"}`, as its kk reward reads them."""
