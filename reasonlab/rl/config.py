@@ -133,6 +133,10 @@ class RolloutConfig:
     """Nucleus sampling mass (1.0: off)."""
     top_k: int = 0
     """Top-k filtering (0: off)."""
+    logprobs_mode: str = "raw"
+    """Logprobs the engine records (vLLM's logprobs_mode): raw (the model's, before top-k/top-p;
+    what the trainer recomputes) or processed (the truncated sampler's, the true behaviour policy:
+    with top_k/top_p, algorithm.rollout_is / rollout_rs then correct the mismatch)."""
     max_new_tokens: int = 256
     """Maximum response length in tokens; longer responses are truncated (finish reason 'length')."""
     stop: list[str] = field(default_factory=list)
@@ -487,6 +491,7 @@ def validate(
         )
     if not 0 < c.rollout.top_p <= 1:
         fail("rollout.top_p", f"must be in (0, 1], got {c.rollout.top_p}")
+    one_of("rollout.logprobs_mode", c.rollout.logprobs_mode, ("raw", "processed"))
     positive("rollout.batch_size", c.rollout.batch_size, allow_none=True)
     # algorithm
     a = c.algorithm

@@ -467,6 +467,7 @@ class Trainer:
             max_new_tokens=cfg.rollout.max_new_tokens,
             stop=list(cfg.rollout.stop),
             seed=seed,
+            logprobs_mode=cfg.rollout.logprobs_mode,
         )
         t0 = time.perf_counter()
         with self._autocast():
