@@ -139,3 +139,40 @@ def test_top_k_sampling_mismatch_is_measured_and_masked(tmp_path):
     assert processed["rollout_masked_fraction"] > 0.5
     assert processed["rollout_is_weight_mean"] < 1
     assert math.isfinite(processed["loss"])
+
+
+# ----------------------------------------------------------------------------- entropy
+
+
+def test_top_entropy_quantile_trains_on_the_highest_entropy_share(tmp_path):
+    (all_tokens,) = tiny_run(tmp_path, None, "rollout.n=4", "run.steps=1")
+    assert all_tokens["trained_fraction"] == 1.0  # one on-policy pass: nothing clipped
+    (top,) = tiny_run(
+        tmp_path, None, "rollout.n=4", "run.steps=1", "algorithm.top_entropy_quantile=0.2"
+    )
+    assert 0.15 <= top["trained_fraction"] <= 0.3
+
+
+def test_adaptive_entropy_coefficient_moves_toward_the_target(tmp_path):
+    # a target above any entropy the model has: the coefficient rises by delta each step
+    rows = tiny_run(
+        tmp_path,
+        None,
+        "rollout.n=4",
+        "run.steps=3",
+        "algorithm.entropy_target=100",
+        "algorithm.entropy_coef_delta=0.01",
+    )
+    assert [row["entropy_coef"] for row in rows] == pytest.approx([0.0, 0.01, 0.02])
+    assert rows[0]["entropy_target"] == 100
+    # a target of 0: above it, the bonus is off from the second step and the coefficient falls
+    rows = tiny_run(
+        tmp_path,
+        None,
+        "rollout.n=4",
+        "run.steps=3",
+        "algorithm.entropy_coef=0.05",
+        "algorithm.entropy_target=0",
+        "algorithm.entropy_coef_delta=0.01",
+    )
+    assert [row["entropy_coef"] for row in rows] == pytest.approx([0.05, 0.0, 0.0])

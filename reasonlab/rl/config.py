@@ -150,7 +150,8 @@ class AlgorithmConfig:
     """Advantage estimator, policy loss and regularisers."""
 
     advantage: str = "grpo"
-    """Advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, gae (PPO)."""
+    """Advantage estimator: grpo, dr_grpo, grpo_passk (pass@k: only the best of each group learns),
+    rloo, reinforce_pp, reinforce_pp_baseline, gae (PPO)."""
     loss_agg: str = "token-mean"
     """Loss aggregation: token-mean (DAPO), seq-mean-token-mean (GRPO paper),
     seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO; normalises by rollout.max_new_tokens)."""
@@ -210,7 +211,14 @@ class AlgorithmConfig:
     ref_refresh_every: int = 0
     """Copy the policy into the reference model every K steps (R1: 400); 0: never."""
     entropy_coef: float = 0.0
-    """Weight of the entropy bonus (veRL entropy_coeff)."""
+    """Weight of the entropy bonus (veRL entropy_coeff); with entropy_target, its starting value."""
+    entropy_target: float | None = None
+    """Adaptive entropy control (Skywork-OR1, He et al. 2025, arXiv:2505.22312): hold the policy's
+    mean token entropy near this value by moving the coefficient by entropy_coef_delta after each
+    step (up below the target, down above, never below 0) and applying the bonus only while the
+    entropy is at or below the target (None: entropy_coef fixed)."""
+    entropy_coef_delta: float = 0.005
+    """Adaptive entropy control: the coefficient's change per step."""
     gamma: float = 1.0
     """Discount per token (reinforce_pp, gae)."""
     lam: float = 1.0
@@ -351,7 +359,7 @@ class TrainConfig:
         return self.batching.micro_batch_size or self.minibatch_size
 
 
-GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "grpo_passk", "rloo", "reinforce_pp_baseline")
 """Estimators that compare the responses of one prompt: they need rollout.n >= 2."""
 
 
@@ -523,6 +531,10 @@ def validate(
                     f"is set ({getattr(a, key)!r}) but policy_loss {a.policy_loss!r} does not use "
                     f"it; it takes: {', '.join(takes)}",
                 )
+    if a.entropy_target is not None and a.entropy_target < 0:
+        fail("algorithm.entropy_target", f"must be >= 0 (nats) or null, got {a.entropy_target}")
+    if a.entropy_coef_delta < 0:
+        fail("algorithm.entropy_coef_delta", f"must be >= 0, got {a.entropy_coef_delta}")
     if not 0 < a.top_entropy_quantile <= 1:
         fail("algorithm.top_entropy_quantile", f"must be in (0, 1], got {a.top_entropy_quantile}")
     _validate_rollout_correction(a, fail)

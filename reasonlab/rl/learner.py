@@ -188,6 +188,10 @@ class Learner:
             k: getattr(alg, k) for k in policy_loss_params(alg.policy_loss) if k != "generator"
         }
         self.loss_rng: torch.Generator | None = None  # seeded each step for clip_cov's draw
+        # adaptive entropy control: the coefficient and the entropy of the last update (the
+        # trainer checkpoints both)
+        self.entropy_coef = alg.entropy_coef
+        self.last_entropy: float | None = None
 
     # -- forward ----------------------------------------------------------------------------
 
@@ -396,7 +400,25 @@ class Learner:
                 )
         out = stats.reduce(self.dist, self.device)
         out["advantage_mean"] = float(advantages[mask_bool].mean()) if mask_bool.any() else 0.0
+        out["entropy_coef"] = self._entropy_weight()
+        if alg.entropy_target is not None and "entropy" in out:
+            self.last_entropy = out["entropy"]
+            step_size = alg.entropy_coef_delta
+            below = out["entropy"] < alg.entropy_target
+            self.entropy_coef = max(0.0, self.entropy_coef + (step_size if below else -step_size))
+            out["entropy_target"] = alg.entropy_target
         return out
+
+    def _entropy_weight(self) -> float:
+        """The entropy bonus's weight this step: entropy_coef, or with entropy_target (Skywork-OR1)
+        the adaptive coefficient while the last update's entropy was at or below the target (one
+        step behind, so every micro-batch and rank uses the same weight)."""
+        target = self.config.algorithm.entropy_target
+        if target is None:
+            return self.config.algorithm.entropy_coef
+        if self.last_entropy is not None and self.last_entropy > target:
+            return 0.0
+        return self.entropy_coef
 
     @torch.no_grad()
     def _no_grad_pass(
@@ -500,8 +522,9 @@ class Learner:
             stats.add_mean({k: v for k, v in pstats.items() if k not in per_seq}, tokens)
             stats.add_mean(per_seq, float((m.sum(dim=1) > 0).sum()))
             stats.add_sum("loss/policy", loss.detach())
-            if alg.entropy_coef:
-                loss = loss - alg.entropy_coef * aggregate(entropy, m, alg.loss_agg, **_kw(agg))
+            entropy_weight = self._entropy_weight()
+            if entropy_weight:
+                loss = loss - entropy_weight * aggregate(entropy, m, alg.loss_agg, **_kw(agg))
             stats.add_mean({"entropy": _masked_mean(entropy.detach(), m)}, tokens)
             if ref_lp is not None:
                 kl = kl_penalty(lp, ref_lp[part, :T], alg.kl_estimator)

@@ -414,6 +414,10 @@ class Trainer:
         self.stream.position = int(state["data_position"])
         self.bad_steps = int(state.get("bad_steps", 0))
         self.ref_step = int(state.get("ref_step", 0))
+        self.learner.entropy_coef = float(
+            state.get("entropy_coef", self.config.algorithm.entropy_coef)
+        )
+        self.learner.last_entropy = state.get("last_entropy")
         if self.dist.is_main:
             for name in ("metrics.jsonl", "rollouts.jsonl", "eval.jsonl"):
                 _truncate_jsonl(self.run_dir / name, self.step)
@@ -437,6 +441,8 @@ class Trainer:
                 "bad_steps": self.bad_steps,
                 "ref_step": self.ref_step,
                 "metrics_rows": len(self.history),
+                "entropy_coef": self.learner.entropy_coef,
+                "last_entropy": self.learner.last_entropy,
             },
             value_head=self.value_head,
             ref_model=self.ref_model if self.ref_step > 0 else None,
