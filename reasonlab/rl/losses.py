@@ -5,10 +5,15 @@ the loss. The per-token loss and its *aggregation* into a scalar are kept apart 
 `core_algos.py`): `policy_loss` and `value_loss` build a [B, T] loss matrix and hand it to
 `aggregate(loss_mat, mask, mode)`, so a new aggregation is one function and one registry line.
 
-- `policy_loss`: PPO's clipped surrogate (Schulman et al. 2017, arXiv:1707.06347) with asymmetric
-  bounds ("clip-higher", DAPO: Yu et al. 2025, arXiv:2503.14476) and optional dual clip for negative
-  advantages (Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep RL",
-  arXiv:1912.09729). GRPO uses the same surrogate.
+- `policy_loss(..., loss=NAME)`: a policy loss from the registry `POLICY_LOSSES` (one function and
+  one registry line each; `algorithm.policy_loss` in a recipe), times optional per-token weights,
+  then aggregated: `ppo` (PPO's clipped surrogate, Schulman et al. 2017, arXiv:1707.06347, with
+  clip-higher, dual clip or INTELLECT-2's delta; GRPO's; the default), `gspo` / `gspo_token`
+  (sequence-level ratio, Qwen 2025), `cispo` (clipped IS weight, MiniMax-M1), `sapo` (soft gate),
+  `gmpo` (geometric mean), `clip_cov` / `kl_cov` (Cui et al. 2025). Each function states its
+  paper and equation.
+- `high_entropy_mask` (train on the top-entropy tokens) and `rollout_correction` (truncated IS
+  weights and rejection of tokens or responses whose pi_old / pi_rollout leaves a band).
 - `value_loss`: PPO's clipped value loss.
 - `kl_penalty`: the k1 / k2 / k3 estimators of KL(pi || pi_ref) from one sample
   (Schulman 2020, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html).
