@@ -176,3 +176,23 @@ def test_adaptive_entropy_coefficient_moves_toward_the_target(tmp_path):
         "algorithm.entropy_coef_delta=0.01",
     )
     assert [row["entropy_coef"] for row in rows] == pytest.approx([0.05, 0.0, 0.0])
+
+
+def test_adaptive_entropy_state_survives_a_resume(tmp_path):
+    overrides = [
+        *SHRINK,
+        f"run.out_dir={tmp_path / 'run'}",
+        "rollout.n=4",
+        "run.steps=2",
+        "run.save_every=2",
+        "algorithm.entropy_target=100",
+        "algorithm.entropy_coef_delta=0.01",
+    ]
+    cfg = validate(load_config(TrainConfig, None, overrides))
+    first = Trainer(cfg, reward_fns=[RewardTerm("sevens", 1.0, sevens)])
+    first.train()
+    assert first.learner.entropy_coef == pytest.approx(0.02)
+    cfg = validate(load_config(TrainConfig, None, [*overrides, "run.steps=3"]))
+    resumed = Trainer(cfg, reward_fns=[RewardTerm("sevens", 1.0, sevens)], resume=True)
+    assert resumed.learner.entropy_coef == pytest.approx(0.02)
+    assert resumed.learner.last_entropy == pytest.approx(first.learner.last_entropy)
