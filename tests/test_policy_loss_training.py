@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from reasonlab.config import ConfigError, load_config
+from reasonlab.models import tiny
 from reasonlab.rl.config import TrainConfig, validate
 from reasonlab.rl.losses import POLICY_LOSSES
 from reasonlab.rl.trainer import RewardTerm, Trainer
+from reasonlab.rollout import SamplingParams
+from reasonlab.rollout.hf import HFEngine
 
 LOSS_RECIPES = Path(__file__).resolve().parents[1] / "configs" / "losses"
 
@@ -98,6 +101,18 @@ def test_bad_loss_settings_fail_before_any_model_loads(overrides, field, message
 
 
 # ----------------------------------------------------------------------------- rollout logprobs
+
+
+def test_processed_logprobs_are_the_truncated_samplers():
+    tokenizer = tiny.build_char_tokenizer()
+    engine = HFEngine(tiny.build_model(tokenizer, hidden_size=32, seed=3), tokenizer)
+    common = {"n": 2, "temperature": 0.7, "max_new_tokens": 6, "seed": 1, "top_k": 1}
+    processed = engine.generate(["a"], SamplingParams(logprobs_mode="processed", **common))
+    raw = engine.generate(["a"], SamplingParams(**common))
+    assert [r.completion_ids for r in raw] == [r.completion_ids for r in processed]  # same draws
+    # top_k=1: the kept token has probability 1 under the truncated sampler, < 1 under the model
+    assert all(lp == 0.0 for r in processed for lp in r.logprobs)
+    assert all(lp < 0.0 for r in raw for lp in r.logprobs)
 
 
 def test_old_logprobs_rollout_lines_up_with_the_trainers_logprobs(tmp_path):

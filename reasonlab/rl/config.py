@@ -168,8 +168,9 @@ class AlgorithmConfig:
     dual_clip: float | None = None
     """ppo: dual clip bound c > 1 for negative advantages (None: off; veRL clip_ratio_c uses 3)."""
     delta: float | None = None
-    """ppo: two-sided clipping (INTELLECT-2, TRL delta): cap the ratio of every token at delta >
-    1 + clip_high (None: off). Equal to dual_clip=delta; set one of the two."""
+    """ppo: two-sided clipping (INTELLECT-2, TRL delta): cap the unclipped term's ratio at delta >
+    1 + clip_high, which bounds negative-advantage tokens (None: off). Equal to dual_clip=delta;
+    set one of the two."""
     tau_pos: float = 1.0
     """sapo: gate temperature for positive advantages (TRL sapo_temperature_pos)."""
     tau_neg: float = 1.05
