@@ -419,7 +419,8 @@ def clip_cov_loss(
     then, among the valid tokens the clip left alone with covariance in (clip_cov_lb, clip_cov_ub)
     (`_covariance`, [B, T]), max(1, int(clip_cov_ratio * N)) tokens drawn at random (N = valid
     tokens) get zero loss and zero gradient, as veRL's `clip_cov` (defaults are veRL's).
-    `generator` seeds the draw.
+    `generator` seeds the draw. Means, counts and the draw are over the tokens of this call (a
+    micro-batch in the learner, as in veRL), so the result depends on how a minibatch is cut.
     """
     ratio = torch.exp(_log_ratio(logprobs, old_logprobs))
     loss_mat, _, is_clipped = _clipped_surrogate(ratio, advantages, clip_low, clip_high)
@@ -459,7 +460,8 @@ def kl_cov_loss(
         l = -A r + kl_cov_coef |logprobs - old_logprobs|   on those k tokens   [B, T]
         l = -A r                                           elsewhere
 
-    (veRL's `kl_cov`; kl_cov_coef is its ppo_kl_coef, defaults are veRL's).
+    (veRL's `kl_cov`; kl_cov_coef is its ppo_kl_coef, defaults are veRL's). As Clip-Cov, the
+    selection is over the tokens of this call (a micro-batch in the learner).
     """
     log_ratio = _log_ratio(logprobs, old_logprobs)
     ratio = torch.exp(log_ratio)
