@@ -32,6 +32,7 @@ def test_registry_names():
         "dr_grpo",
         "gae",
         "grpo",
+        "grpo_passk",
         "reinforce_pp",
         "reinforce_pp_baseline",
         "rloo",
@@ -69,6 +70,23 @@ def test_dr_grpo_no_std():
     advantages, returns = run("dr_grpo")
     torch.testing.assert_close(advantages, per_row([2 / 3, -1 / 3, -1 / 3, 1.0, -1.0, 0.0]))
     assert returns is None
+
+
+def test_grpo_passk_only_the_best_response_learns():
+    # group 0: [1, 0, 0]: best row 0, gap 1 - 0 = 1, std 0.57735 -> 1.7321; rows 1, 2: 0
+    # group 1: [3, 1, 2]: best row 3, gap 3 - 2 = 1, std 1 -> 1; rows 4, 5: 0
+    advantages, returns = run("grpo_passk", eps=0.0)
+    s = 1 / math.sqrt(1 / 3)
+    torch.testing.assert_close(advantages, per_row([s, 0.0, 0.0, 1.0, 0.0, 0.0]))
+    assert returns is None
+    # tied maxima: no gap, no signal
+    advantages, _ = compute_advantages(
+        "grpo_passk",
+        rewards=torch.tensor([1.0, 1.0, 0.0]),
+        response_mask=torch.ones(3, 2),
+        group_size=3,
+    )
+    assert torch.count_nonzero(advantages) == 0
 
 
 def test_rloo_leave_one_out():
@@ -249,7 +267,7 @@ def test_validation_errors(kwargs, message):
         run("grpo", **kwargs)
 
 
-@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"])
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "grpo_passk", "rloo", "reinforce_pp_baseline"])
 def test_group_estimators_need_groups(name):
     with pytest.raises(ValueError, match=f"{name} .* needs group_size >= 2, got 1"):
         run(name, group_size=1)

@@ -186,7 +186,7 @@ def test_dual_clip():
     loss.backward()
     torch.testing.assert_close(logprobs.grad, torch.tensor([[0.0, 2.0, 0.0]]) / 3)
     assert stats["dual_clip_fraction"].item() == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="dual_clip must be > 1"):
+    with pytest.raises(ValueError, match="dual_clip=0.9: must be > 1"):
         policy_loss(logprobs, old, advantages, torch.ones(1, 3), dual_clip=0.9)
 
 

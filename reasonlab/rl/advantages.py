@@ -22,6 +22,11 @@ Estimators (r_i: the outcome reward of response i; G: the group of i; n = group_
   toward questions that are too easy or too hard, so it is dropped. (Dr. GRPO also drops the
   per-response length normalisation; that is the loss aggregation `seq-mean-token-sum-norm` in
   `reasonlab.rl.losses`, not an advantage matter.)
+- `grpo_passk` — a pass@k-oriented GRPO (veRL's `grpo_passk`, after Tang et al. 2025,
+  "Optimizing Language Models for Inference Time Objectives using RL", arXiv:2503.19595): only the
+  best response of each group learns, A_{i*} = (r_max - r_second) / (std_G + eps), every other
+  response 0 (the first of tied maxima is i*, and a tie gives 0). A group whose best sample improves
+  is what pass@k rewards.
 - `rloo` — REINFORCE Leave-One-Out (Ahmadian et al. 2024, "Back to Basics", arXiv:2402.14740;
   Kool et al. 2019): A_i = r_i - mean_{j in G, j != i} r_j = n / (n - 1) * (r_i - mean_G(r)).
 - `reinforce_pp` — REINFORCE++ (Hu 2025, arXiv:2501.03262): token rewards
@@ -247,6 +252,18 @@ def dr_grpo(inputs: AdvantageInputs) -> tuple[Tensor, None]:
     groups = _group_view(_sequence_scores(inputs), inputs.group_size)
     scores = (groups - groups.mean(dim=1, keepdim=True)).reshape(-1)
     return _broadcast(scores, inputs.response_mask), None
+
+
+@ADVANTAGES.register("grpo_passk")
+def grpo_passk(inputs: AdvantageInputs) -> tuple[Tensor, None]:
+    """Only each group's best response gets A = (r_max - r_second) / (std_G + eps) (veRL)."""
+    _require_groups(inputs, "grpo_passk")
+    groups = _group_view(_sequence_scores(inputs), inputs.group_size)  # [num_groups, n]
+    top = groups.topk(2, dim=1)  # values, indices: [num_groups, 2]
+    std = groups.std(dim=1, unbiased=True)  # [num_groups]
+    gap = (top.values[:, 0] - top.values[:, 1]) / (std + inputs.eps)  # [num_groups]
+    scores = torch.zeros_like(groups).scatter_(1, top.indices[:, :1], gap[:, None])
+    return _broadcast(scores.reshape(-1), inputs.response_mask), None
 
 
 @ADVANTAGES.register("rloo")

@@ -137,6 +137,10 @@ class RolloutConfig:
     """Nucleus sampling mass (1.0: off)."""
     top_k: int = 0
     """Top-k filtering (0: off)."""
+    logprobs_mode: str = "raw"
+    """Logprobs the engine records (vLLM's logprobs_mode): raw (the model's, before top-k/top-p;
+    what the trainer recomputes) or processed (the truncated sampler's, the true behaviour policy:
+    with top_k/top_p, algorithm.rollout_is / rollout_rs then correct the mismatch)."""
     max_new_tokens: int = 256
     """Maximum response length in tokens; longer responses are truncated (finish reason 'length')."""
     stop: list[str] = field(default_factory=list)
@@ -150,16 +154,59 @@ class AlgorithmConfig:
     """Advantage estimator, policy loss and regularisers."""
 
     advantage: str = "grpo"
-    """Advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, gae (PPO)."""
+    """Advantage estimator: grpo, dr_grpo, grpo_passk (pass@k: only the best of each group learns),
+    rloo, reinforce_pp, reinforce_pp_baseline, gae (PPO)."""
     loss_agg: str = "token-mean"
     """Loss aggregation: token-mean (DAPO), seq-mean-token-mean (GRPO paper),
     seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO; normalises by rollout.max_new_tokens)."""
+    policy_loss: str = "ppo"
+    """Policy loss (`reasonlab.rl.losses.POLICY_LOSSES`; veRL policy_loss.loss_mode, TRL loss_type):
+    ppo (clipped surrogate, GRPO's), gspo, gspo_token (sequence ratio, Qwen3), cispo (clipped IS
+    weight, MiniMax-M1), sapo (soft gate), gmpo (geometric mean), clip_cov, kl_cov (Cui et al.)."""
     clip_low: float = 0.2
-    """PPO clip below: ratio >= 1 - clip_low (veRL clip_ratio_low)."""
+    """Clip below: ratio >= 1 - clip_low (veRL clip_ratio_low; ppo, gspo*, cispo, clip_cov). GSPO:
+    ~3e-4; GMPO: in log space (0.4); CISPO: 1 means no lower cap."""
     clip_high: float = 0.2
-    """PPO clip above: ratio <= 1 + clip_high (DAPO clip-higher uses 0.28)."""
+    """Clip above: ratio <= 1 + clip_high (DAPO clip-higher uses 0.28; GSPO 4e-4; GMPO 0.4 in log
+    space)."""
     dual_clip: float | None = None
-    """Dual clip bound c > 1 for negative advantages (None: off; veRL uses 3)."""
+    """ppo: dual clip bound c > 1 for negative advantages (None: off; veRL clip_ratio_c uses 3)."""
+    delta: float | None = None
+    """ppo: two-sided clipping (INTELLECT-2, TRL delta): cap the unclipped term's ratio at delta >
+    1 + clip_high, which bounds negative-advantage tokens (None: off). Equal to dual_clip=delta;
+    set one of the two."""
+    tau_pos: float = 1.0
+    """sapo: gate temperature for positive advantages (TRL sapo_temperature_pos)."""
+    tau_neg: float = 1.05
+    """sapo: gate temperature for negative advantages (TRL sapo_temperature_neg)."""
+    clip_cov_ratio: float = 2e-4
+    """clip_cov: share of valid tokens whose gradient is detached (veRL clip_cov_ratio)."""
+    clip_cov_lb: float = 1.0
+    """clip_cov: lower bound of the covariance of the tokens it may detach (veRL)."""
+    clip_cov_ub: float = 5.0
+    """clip_cov: upper bound of that covariance (veRL)."""
+    kl_cov_ratio: float = 2e-4
+    """kl_cov: share of valid tokens (largest covariance) that get the KL penalty (veRL)."""
+    kl_cov_coef: float = 1.0
+    """kl_cov: weight of |log ratio| on those tokens (veRL ppo_kl_coef)."""
+    top_entropy_quantile: float = 1.0
+    """Train the policy loss only on the tokens whose entropy is in this top share of each
+    micro-batch's tokens (Wang et al. 2025 "Beyond the 80/20 rule": 0.2; TRL; 1.0: all)."""
+    rollout_is: str | None = None
+    """Rollout correction, truncated importance sampling: token or sequence weights
+    min(pi_old / pi_rollout, rollout_is_threshold) on the loss (veRL rollout_is; None: off). Needs
+    the engine's logprobs and old_logprobs=recompute (costs one no-grad pass per step)."""
+    rollout_is_threshold: float = 2.0
+    """Cap C of the rollout IS weights (veRL rollout_is_threshold, TRL
+    vllm_importance_sampling_cap)."""
+    rollout_rs: str | None = None
+    """Rollout correction, rejection: drop tokens (token) or responses (sequence: product of
+    ratios; geometric: their geometric mean) whose pi_old / pi_rollout leaves [lower, upper]
+    (veRL rollout_rs; None: off)."""
+    rollout_rs_threshold: float | None = None
+    """Upper bound of rollout_rs (None: rollout_is_threshold)."""
+    rollout_rs_threshold_lower: float | None = None
+    """Lower bound of rollout_rs (None: 1 / upper)."""
     kl_coef: float = 0.0
     """Weight of the KL to the reference model (0: no reference model is kept)."""
     kl_estimator: str = "k3"
@@ -169,7 +216,14 @@ class AlgorithmConfig:
     ref_refresh_every: int = 0
     """Copy the policy into the reference model every K steps (R1: 400); 0: never."""
     entropy_coef: float = 0.0
-    """Weight of the entropy bonus (veRL entropy_coeff)."""
+    """Weight of the entropy bonus (veRL entropy_coeff); with entropy_target, its starting value."""
+    entropy_target: float | None = None
+    """Adaptive entropy control (Skywork-OR1, He et al. 2025, arXiv:2505.22312): hold the policy's
+    mean token entropy near this value by moving the coefficient by entropy_coef_delta after each
+    step (up below the target, down above, never below 0) and applying the bonus only while the
+    entropy is at or below the target (None: entropy_coef fixed)."""
+    entropy_coef_delta: float = 0.005
+    """Adaptive entropy control: the coefficient's change per step."""
     gamma: float = 1.0
     """Discount per token (reinforce_pp, gae)."""
     lam: float = 1.0
@@ -310,7 +364,7 @@ class TrainConfig:
         return self.batching.micro_batch_size or self.minibatch_size
 
 
-GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp_baseline")
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "grpo_passk", "rloo", "reinforce_pp_baseline")
 """Estimators that compare the responses of one prompt: they need rollout.n >= 2."""
 
 
@@ -362,7 +416,13 @@ def validate(
     against their registries so a typo fails here, with the valid names, not mid-run.
     """
     from reasonlab.rl.advantages import ADVANTAGES
-    from reasonlab.rl.losses import AGGREGATIONS, KL_ESTIMATORS
+    from reasonlab.rl.losses import (
+        AGGREGATIONS,
+        KL_ESTIMATORS,
+        POLICY_LOSSES,
+        policy_loss_params,
+        policy_loss_problems,
+    )
 
     def fail(key: str, message: str) -> None:
         raise ConfigError(message, where=locate(key, source, overrides), field=key)
@@ -446,6 +506,7 @@ def validate(
         )
     if not 0 < c.rollout.top_p <= 1:
         fail("rollout.top_p", f"must be in (0, 1], got {c.rollout.top_p}")
+    one_of("rollout.logprobs_mode", c.rollout.logprobs_mode, ("raw", "processed"))
     positive("rollout.batch_size", c.rollout.batch_size, allow_none=True)
     # algorithm
     a = c.algorithm
@@ -462,12 +523,28 @@ def validate(
         )
     if a.dynamic_sampling and c.rollout.n < 2:
         fail("algorithm.dynamic_sampling", "needs rollout.n >= 2 (groups of responses to compare)")
-    if not 0 <= a.clip_low < 1:
-        fail("algorithm.clip_low", f"must be in [0, 1), got {a.clip_low}")
-    if a.clip_high < 0:
-        fail("algorithm.clip_high", f"must be >= 0, got {a.clip_high}")
-    if a.dual_clip is not None and a.dual_clip <= 1:
-        fail("algorithm.dual_clip", f"must be > 1 (or null), got {a.dual_clip}")
+    one_of("algorithm.policy_loss", a.policy_loss, POLICY_LOSSES.names())
+    takes = [k for k in policy_loss_params(a.policy_loss) if k != "generator"]
+    for key, message in policy_loss_problems(a.policy_loss, {k: getattr(a, k) for k in takes}):
+        fail(f"algorithm.{key}", message)
+    defaults = AlgorithmConfig()
+    for name in POLICY_LOSSES.names():
+        for key in policy_loss_params(name):
+            if key in takes or key == "generator":
+                continue
+            if getattr(a, key) != getattr(defaults, key):
+                fail(
+                    f"algorithm.{key}",
+                    f"is set ({getattr(a, key)!r}) but policy_loss {a.policy_loss!r} does not use "
+                    f"it; it takes: {', '.join(takes)}",
+                )
+    if a.entropy_target is not None and a.entropy_target < 0:
+        fail("algorithm.entropy_target", f"must be >= 0 (nats) or null, got {a.entropy_target}")
+    if a.entropy_coef_delta < 0:
+        fail("algorithm.entropy_coef_delta", f"must be >= 0, got {a.entropy_coef_delta}")
+    if not 0 < a.top_entropy_quantile <= 1:
+        fail("algorithm.top_entropy_quantile", f"must be in (0, 1], got {a.top_entropy_quantile}")
+    _validate_rollout_correction(a, fail)
     for key in ("kl_coef", "entropy_coef", "vf_coef", "max_refill_rounds", "ref_refresh_every"):
         if getattr(a, key) < 0:
             fail(f"algorithm.{key}", f"must be >= 0, got {getattr(a, key)}")
@@ -539,6 +616,34 @@ def validate(
             "gae learns a value head from the value loss; vf_coef 0 leaves it untrained",
         )
     return config
+
+
+def _validate_rollout_correction(a: AlgorithmConfig, fail: Any) -> None:
+    from reasonlab.rl.losses import ROLLOUT_LEVELS, ROLLOUT_RS_LEVELS
+
+    for key, value, valid in (
+        ("rollout_is", a.rollout_is, ROLLOUT_LEVELS),
+        ("rollout_rs", a.rollout_rs, ROLLOUT_RS_LEVELS),
+    ):
+        if value is not None and value not in valid:
+            fail(f"algorithm.{key}", f"{value!r} is not one of: {', '.join(valid)} (or null: off)")
+    if a.rollout_is_threshold <= 0:
+        fail("algorithm.rollout_is_threshold", f"must be > 0, got {a.rollout_is_threshold}")
+    upper = a.rollout_rs_threshold if a.rollout_rs_threshold is not None else a.rollout_is_threshold
+    if a.rollout_rs_threshold is not None and a.rollout_rs_threshold <= 0:
+        fail("algorithm.rollout_rs_threshold", f"must be > 0, got {a.rollout_rs_threshold}")
+    lower = a.rollout_rs_threshold_lower
+    if lower is not None and not 0 <= lower < upper:
+        fail(
+            "algorithm.rollout_rs_threshold_lower",
+            f"must be in [0, upper = {upper}), got {lower}",
+        )
+    if (a.rollout_is or a.rollout_rs) and a.old_logprobs == "rollout":
+        fail(
+            "algorithm.old_logprobs",
+            "is 'rollout': the PPO ratio is then pi / pi_rollout already; rollout_is / rollout_rs "
+            "correct pi_old (recomputed) against pi_rollout and need old_logprobs=recompute",
+        )
 
 
 __all__ = [

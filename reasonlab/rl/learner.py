@@ -11,8 +11,15 @@
    micro-batches. Each micro-batch's loss is divided by the *whole minibatch's* normaliser (its
    token count for token-mean, response count for the sequence modes, summed over ranks), so the
    accumulated gradient does not depend on how the minibatch is cut (TRL's invariant test).
-   Loss = policy_loss (PPO clip, clip-higher, dual clip) + kl_coef * KL (kl_in=loss)
-   - entropy_coef * entropy + vf_coef * value_loss (gae); gradients clipped to `grad_clip`.
+   Loss = policy_loss (`algorithm.policy_loss` from `reasonlab.rl.losses.POLICY_LOSSES`: PPO clip
+   with clip-higher, dual clip or delta; GSPO, CISPO, SAPO, GMPO, Clip-Cov, KL-Cov), its per-token
+   loss times the rollout-correction weights and the high-entropy token mask when set,
+   + kl_coef * KL (kl_in=loss) - entropy_coef * entropy + vf_coef * value_loss (gae); gradients
+   clipped to `grad_clip`.
+   Rollout correction (`algorithm.rollout_is` / `rollout_rs`, veRL's names): the recomputed pi_old
+   against the engine's sampling logprobs gives truncated IS weights and/or drops tokens or
+   responses whose ratio leaves a band (`reasonlab.rl.losses.rollout_correction`); it forces the
+   no-grad pass even for a single on-policy pass.
    A non-finite loss or gradient norm skips that optimiser step (no update, AdamW state
    untouched) and is counted in `skipped_updates`.
 
@@ -46,9 +53,12 @@ from reasonlab.rl.distributed import Dist
 from reasonlab.rl.losses import (
     aggregate,
     entropy_from_logits,
+    high_entropy_mask,
     kl_penalty,
     overlong_mask,
     policy_loss,
+    policy_loss_params,
+    rollout_correction,
     token_logprobs,
     value_loss,
 )
@@ -173,6 +183,15 @@ class Learner:
         checkpointing = bool(getattr(model, flag)) if flag else False
         self.share_prompts = config.batching.share_prompts and not checkpointing
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        alg = config.algorithm
+        self.loss_params = {
+            k: getattr(alg, k) for k in policy_loss_params(alg.policy_loss) if k != "generator"
+        }
+        self.loss_rng: torch.Generator | None = None  # seeded each step for clip_cov's draw
+        # adaptive entropy control: the coefficient and the entropy of the last update (the
+        # trainer checkpoints both)
+        self.entropy_coef = alg.entropy_coef
+        self.last_entropy: float | None = None
 
     # -- forward ----------------------------------------------------------------------------
 
@@ -311,10 +330,16 @@ class Learner:
         num_minibatches = max(1, cfg.batch_size // cfg.minibatch_size)
         single_pass = cfg.batching.ppo_epochs == 1 and num_minibatches == 1
         use_rollout_lp = alg.old_logprobs == "rollout" and batch.rollout_logprobs is not None
+        correct = alg.rollout_is is not None or alg.rollout_rs is not None
+        if correct and batch.rollout_logprobs is None:
+            raise ValueError(
+                "algorithm.rollout_is / rollout_rs compare pi_old with the engine's sampling "
+                "logprobs, but this batch has none (the engine returned no per-token logprobs)"
+            )
         need_values = self.value_head is not None
         need_ref = self.ref_model is not None and alg.kl_coef > 0
         kl_in_reward = need_ref and alg.kl_in == "reward"
-        need_old = kl_in_reward or not (single_pass or use_rollout_lp) or need_values
+        need_old = kl_in_reward or not (single_pass or use_rollout_lp) or need_values or correct
 
         old_lp = ref_lp = old_values = None
         if need_old or need_ref:
@@ -330,6 +355,23 @@ class Learner:
         advantages, returns = self._advantages(batch, mask, old_values, kl_tokens)
 
         stats = _Stats()
+        is_weights = None
+        if correct:
+            rollout_lp = _pad_rows(batch.rollout_logprobs, width, self.device)
+            is_weights, keep, rstats = rollout_correction(
+                old_lp,
+                rollout_lp,
+                mask,
+                rollout_is=alg.rollout_is,
+                rollout_is_threshold=alg.rollout_is_threshold,
+                rollout_rs=alg.rollout_rs,
+                rollout_rs_threshold=alg.rollout_rs_threshold,
+                rollout_rs_threshold_lower=alg.rollout_rs_threshold_lower,
+            )
+            stats.add_mean(rstats, float(mask.sum()))
+            mask = mask * keep  # rejected tokens leave the loss and its normaliser
+        if "generator" in policy_loss_params(alg.policy_loss):
+            self.loss_rng = torch.Generator().manual_seed(derive_seed(cfg.run.seed, step, 29))
         order_rng = torch.Generator().manual_seed(derive_seed(cfg.run.seed, step, 17))
         global_rows = rows * self.dist.world_size
         offset = self.dist.rank * rows
@@ -345,11 +387,38 @@ class Learner:
                 chosen = order[start : start + minibatch]
                 local = [int(i) - offset for i in chosen if offset <= int(i) < offset + rows]
                 self._optimizer_step(
-                    batch, local, mask, advantages, returns, old_lp, ref_lp, old_values, stats
+                    batch,
+                    local,
+                    mask,
+                    advantages,
+                    returns,
+                    old_lp,
+                    ref_lp,
+                    old_values,
+                    stats,
+                    is_weights,
                 )
         out = stats.reduce(self.dist, self.device)
         out["advantage_mean"] = float(advantages[mask_bool].mean()) if mask_bool.any() else 0.0
+        out["entropy_coef"] = self._entropy_weight()
+        if alg.entropy_target is not None and "entropy" in out:
+            self.last_entropy = out["entropy"]
+            step_size = alg.entropy_coef_delta
+            below = out["entropy"] < alg.entropy_target
+            self.entropy_coef = max(0.0, self.entropy_coef + (step_size if below else -step_size))
+            out["entropy_target"] = alg.entropy_target
         return out
+
+    def _entropy_weight(self) -> float:
+        """The entropy bonus's weight this step: entropy_coef, or with entropy_target (Skywork-OR1)
+        the adaptive coefficient while the last update's entropy was at or below the target (one
+        step behind, so every micro-batch and rank uses the same weight)."""
+        target = self.config.algorithm.entropy_target
+        if target is None:
+            return self.config.algorithm.entropy_coef
+        if self.last_entropy is not None and self.last_entropy > target:
+            return 0.0
+        return self.entropy_coef
 
     @torch.no_grad()
     def _no_grad_pass(
@@ -412,6 +481,7 @@ class Learner:
         ref_lp: torch.Tensor | None,
         old_values: torch.Tensor | None,
         stats: _Stats,
+        is_weights: torch.Tensor | None = None,
     ) -> None:
         cfg, alg = self.config, self.config.algorithm
         denominator = self._denominator(mask[rows]) if rows else self._denominator(mask[:0])
@@ -429,22 +499,32 @@ class Learner:
             T = lp.shape[1]
             m = mask[part, :T]
             old = lp.detach() if old_lp is None else old_lp[part, :T]
+            entropy = out["entropy"]
+            weights = None if is_weights is None else is_weights[part, :T]
+            if alg.top_entropy_quantile < 1:
+                keep = high_entropy_mask(entropy, m, alg.top_entropy_quantile)
+                weights = keep if weights is None else weights * keep
+            params = dict(self.loss_params)
+            if self.loss_rng is not None:
+                params["generator"] = self.loss_rng
             loss, pstats = policy_loss(
                 lp,
                 old,
                 advantages[part, :T],
                 m,
-                clip_low=alg.clip_low,
-                clip_high=alg.clip_high,
-                dual_clip=alg.dual_clip,
+                loss=alg.policy_loss,
+                weights=weights,
+                **params,
                 **agg,
             )
             tokens = float(m.sum())
-            stats.add_mean(pstats, tokens)
+            per_seq = {k: v for k, v in pstats.items() if k.endswith("_seq")}
+            stats.add_mean({k: v for k, v in pstats.items() if k not in per_seq}, tokens)
+            stats.add_mean(per_seq, float((m.sum(dim=1) > 0).sum()))
             stats.add_sum("loss/policy", loss.detach())
-            entropy = out["entropy"]
-            if alg.entropy_coef:
-                loss = loss - alg.entropy_coef * aggregate(entropy, m, alg.loss_agg, **_kw(agg))
+            entropy_weight = self._entropy_weight()
+            if entropy_weight:
+                loss = loss - entropy_weight * aggregate(entropy, m, alg.loss_agg, **_kw(agg))
             stats.add_mean({"entropy": _masked_mean(entropy.detach(), m)}, tokens)
             if ref_lp is not None:
                 kl = kl_penalty(lp, ref_lp[part, :T], alg.kl_estimator)
@@ -511,6 +591,7 @@ class _Stats:
         self.weights: dict[str, float] = {}
         self.sums: dict[str, float] = {}
         self.maxima: dict[str, float] = {}
+        self.minima: dict[str, float] = {}
         self.losses: list[float] = []
         self.grad_norms: list[float] = []
         self.skipped = 0
@@ -519,8 +600,11 @@ class _Stats:
         for key, value in values.items():
             if key.startswith("loss/"):
                 continue
-            if key == "ratio_max":
+            if key.endswith("_max"):
                 self.maxima[key] = max(self.maxima.get(key, float("-inf")), float(value))
+                continue
+            if key.endswith("_min"):
+                self.minima[key] = min(self.minima.get(key, float("inf")), float(value))
                 continue
             self.weighted[key] = self.weighted.get(key, 0.0) + float(value) * weight
             self.weights[key] = self.weights.get(key, 0.0) + weight
@@ -549,11 +633,15 @@ class _Stats:
             for key in sorted(self.maxima):
                 t = torch.tensor([self.maxima[key]], dtype=torch.float64, device=device)
                 self.maxima[key] = float(d.all_reduce(t, op="max").item())
+            for key in sorted(self.minima):
+                t = torch.tensor([self.minima[key]], dtype=torch.float64, device=device)
+                self.minima[key] = float(d.all_reduce(t, op="min").item())
         out = {k: self.weighted[k] / self.weights[k] if self.weights[k] else 0.0 for k in keys}
         updates = max(1, len(self.losses))
         for key, value in self.sums.items():
             out[key] = value / updates
         out.update(self.maxima)
+        out.update(self.minima)
         finite = [g for g in self.grad_norms if math.isfinite(g)]
         out["loss"] = sum(self.losses) / updates if self.losses else 0.0
         out["grad_norm"] = sum(finite) / len(finite) if finite else float("nan")

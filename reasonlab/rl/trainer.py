@@ -417,6 +417,10 @@ class Trainer:
         self.stream.position = int(state["data_position"])
         self.bad_steps = int(state.get("bad_steps", 0))
         self.ref_step = int(state.get("ref_step", 0))
+        self.learner.entropy_coef = float(
+            state.get("entropy_coef", self.config.algorithm.entropy_coef)
+        )
+        self.learner.last_entropy = state.get("last_entropy")
         if self.dist.is_main:
             for name in RUN_FILES:
                 _truncate_jsonl(self.run_dir / name, self.step)
@@ -440,6 +444,8 @@ class Trainer:
                 "bad_steps": self.bad_steps,
                 "ref_step": self.ref_step,
                 "metrics_rows": len(self.history),
+                "entropy_coef": self.learner.entropy_coef,
+                "last_entropy": self.learner.last_entropy,
             },
             value_head=self.value_head,
             ref_model=self.ref_model if self.ref_step > 0 else None,
@@ -470,6 +476,7 @@ class Trainer:
             max_new_tokens=cfg.rollout.max_new_tokens,
             stop=list(cfg.rollout.stop),
             seed=seed,
+            logprobs_mode=cfg.rollout.logprobs_mode,
         )
         t0 = time.perf_counter()
         with self._autocast():

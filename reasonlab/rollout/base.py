@@ -31,6 +31,10 @@ class SamplingParams:
     """Stop strings: generation of a sample ends after the first one it produces (kept in the text)."""
     seed: int | None = None
     """Seed for this call's sampling (None: the engine's generator state)."""
+    logprobs_mode: str = "raw"
+    """Which log-probability each sampled token records (vLLM's logprobs_mode): raw, of the model's
+    distribution at the temperature before top-k/top-p (what a trainer recomputes), or processed,
+    of the truncated, renormalised distribution the token was actually drawn from."""
 
 
 @dataclass

@@ -17,7 +17,9 @@ al. 2020), then a categorical draw from a `torch.Generator` seeded by `SamplingP
 Recorded per token: `log_softmax(logits / T)[token]`, with `T` the temperature (1 for greedy),
 *before* top-k/top-p filtering. That is the log-probability the policy itself gives the token
 (what an RL trainer recomputes from the same weights: TRL's GRPOTrainer, veRL) rather than the
-truncated sampler's; the two agree when top_p=1 and top_k=0.
+truncated sampler's; the two agree when top_p=1 and top_k=0. `logprobs_mode="processed"` records
+the truncated sampler's instead (vLLM's processed_logprobs): the behaviour policy's, which the
+trainer's rollout correction (`algorithm.rollout_is` / `rollout_rs`) weighs against.
 
 Completion ids end with the EOS token when one was sampled (so an RL loss learns to stop); the text
 never contains it. On a stop string, the ids end with the token that completed it and the text is
@@ -244,6 +246,8 @@ def sample(
         filtered = _top_k_top_p(scaled, params.top_k, params.top_p)
         probs = logp.exp() if filtered is scaled else torch.softmax(filtered, -1)
         token = _categorical(probs, generator)
+        if params.logprobs_mode == "processed" and filtered is not scaled:
+            logp = torch.log_softmax(filtered, -1)
     return token, logp.gather(1, token[:, None]).squeeze(1)
 
 
@@ -390,6 +394,8 @@ def _check_params(params: SamplingParams) -> None:
         problems.append(f"temperature={params.temperature} (must be >= 0)")
     if not 0 < params.top_p <= 1:
         problems.append(f"top_p={params.top_p} (must be in (0, 1])")
+    if params.logprobs_mode not in ("raw", "processed"):
+        problems.append(f"logprobs_mode={params.logprobs_mode!r} (must be raw or processed)")
     if params.max_new_tokens < 0:
         problems.append(f"max_new_tokens={params.max_new_tokens} (must be >= 0)")
     if isinstance(params.stop, str):
