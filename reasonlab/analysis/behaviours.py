@@ -72,12 +72,13 @@ _PATTERNS: dict[str, dict[str, tuple[str, ...]]] = {
         "backtracking": (r"\bTry again\b",),
         # a step ended by "." (not "vs T", not "," inside a check) and not retracted by "Wait,"
         "subgoal_setting": (rf"(?<![\d.])\b{_STEP}\.(?! Wait,)",),
-        # a step from the target that is not a finish compared with it ("T - b = c vs T");
+        # a step from the target that is not a finish compared with it ("T - b = c vs T") nor
+        # a slip retracted by "Wait," (a finish whose partial equals the target);
         # "{target}" is filled in per example, and the rule is off without one or when the target
         # is one of the numbers (then a subgoal may start from it)
         "backward_chaining": (
             r"\bwork(?:ing)? backwards?\b",
-            r"(?<![\d.])\b{target} [-+*/] \d+ = -?\d+\b(?! vs)",
+            r"(?<![\d.])\b{target} [-+*/] \d+ = -?\d+\b(?! vs)(?!\. Wait,)",
         ),
     },
     "generic": {

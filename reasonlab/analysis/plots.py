@@ -5,7 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from reasonlab.analysis.behaviours import REFLECTION_WORDS, reflection_per_step
-from reasonlab.analysis.runs import load_run
+from reasonlab.analysis.runs import Run, load_run
+
+
+def training_series(run_dir: str | Path | Run) -> dict[str, tuple[list, list]]:
+    """The accuracy lines of `plot_training`, by legend label: training responses (metrics.jsonl)
+    and held-out (eval.jsonl, every row, step 0 included)."""
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    out = {
+        f"train responses ({run.train_decoding})": (
+            [r["step"] for r in run.metrics],
+            [r["accuracy"] for r in run.metrics],
+        )
+    }
+    if run.evals:
+        out[f"held-out ({run.eval_decoding})"] = (
+            [r["step"] for r in run.evals],
+            [r["accuracy"] for r in run.evals],
+        )
+    return out
 
 
 def plot_training(run_dir: str | Path, out: str | Path) -> Path:
@@ -23,16 +41,8 @@ def plot_training(run_dir: str | Path, out: str | Path) -> Path:
     rows = run.metrics
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-    axes[0].plot(
-        steps, [r["accuracy"] for r in rows], label=f"train responses ({run.train_decoding})"
-    )
-    if run.evals:
-        axes[0].plot(
-            [r["step"] for r in run.evals],
-            [r["accuracy"] for r in run.evals],
-            "o-",
-            label=f"held-out ({run.eval_decoding})",
-        )
+    for label, (xs, ys) in training_series(run).items():
+        axes[0].plot(xs, ys, "o-" if label.startswith("held-out") else "-", label=label)
     axes[0].set_title("accuracy")
     axes[0].set_ylabel("share of responses correct")
     axes[0].legend(fontsize=8)
