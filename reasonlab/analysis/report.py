@@ -33,7 +33,7 @@ from reasonlab.analysis.behaviours import (
     behaviour_spans,
     detector_for,
 )
-from reasonlab.analysis.dynamics import aha_moments, countdown_meta
+from reasonlab.analysis.dynamics import aha_moments, behaviour_series, countdown_meta
 from reasonlab.analysis.runs import Run, completion_text, load_run
 from reasonlab.io import atomic_write_text
 
@@ -209,14 +209,21 @@ def _plots_section(runs: Sequence[Run]) -> list[str]:
         ("grad_norm", "grad norm (before clipping)", "L2 norm"),
     ):
         panels.append(_plot(title, ylabel, per_run(key)))
+    # from metrics.jsonl (every response) or, for runs logged without them, from rollouts.jsonl
+    series = {run.name: behaviour_series(run) for run in runs}
+
+    def behaviour_points(run: Run, key: str) -> list[tuple[int, float]]:
+        return sorted(series[run.name].get(key, {}).items())
+
     for b in BEHAVIOURS:
-        panels.append(_plot(f"{b} (rule-based)", "share of responses", per_run(f"behaviour/{b}")))
+        lines = [(run.name, behaviour_points(run, f"behaviour/{b}"), "-") for run in runs]
+        panels.append(_plot(f"{b} (rule-based)", "share of responses", lines))
     word_lines = []
     for run in runs:
         for key in [f"r1_words/{w}" for w in REFLECTION_WORDS] + [
             f"oat_zero/{k}" for k in OAT_ZERO_KEYWORDS
         ]:
-            points = _points(run.metrics, key)
+            points = behaviour_points(run, key)
             if any(v for _, v in points):
                 word_lines.append((f"{run.name} {key}", points, "-"))
     panels.append(_plot("reflection words, each", "per response", word_lines))
@@ -225,8 +232,9 @@ def _plots_section(runs: Sequence[Run]) -> list[str]:
         return []
     return [
         "<h2>Training curves</h2>",
-        '<p class="meta">One line per run and series; behaviour and reflection series over '
-        "every response of a step (logged by the trainer).</p>",
+        '<p class="meta">One line per run and series. Behaviour and reflection series: over '
+        "every response of a step where the trainer logged them (metrics.jsonl), else over the "
+        "logged sample (rollouts.jsonl).</p>",
         '<div class="plots">',
         *panels,
         "</div>",
