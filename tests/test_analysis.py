@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -371,7 +372,7 @@ class _Structure:
 
 
 def test_report_is_valid_self_contained_html(trained_run, tmp_path):
-    from reasonlab.analysis.report import write_report
+    from reasonlab.analysis.report import highlight, write_report
 
     fake = _fake_run(tmp_path / "fake")
     out = write_report([trained_run, fake], tmp_path / "report.html")
@@ -384,14 +385,27 @@ def test_report_is_valid_self_contained_html(trained_run, tmp_path):
     # behaviours highlighted in the sample text
     assert '<mark style="background:#ffd9c2" title="backtracking">Try again</mark>' in text
     assert "held-out (greedy)" in text
+    assert "\x00" not in highlight("a\x00b") and "\x0c" not in text  # no control characters
+
+
+def test_report_works_on_a_demo_folder(trained_run, tmp_path):
+    from reasonlab.analysis.report import write_report
+
+    demo = tmp_path / "demo"
+    shutil.copytree(trained_run, demo / "rl")
+    (demo / "summary.md").write_text("| | accuracy |\n|---|---|\n| before | 20.0% |\n")
+    (demo / "summary.json").write_text('{"before": {"accuracy": 0.2}}')
+    text = write_report([demo], tmp_path / "r.html").read_text()
+    assert "<h3>demo: demo summary (summary.md)</h3>" in text
+    assert "<td>before</td><td>20.0%</td>" in text
+    assert "<h2>Training curves</h2>" in text  # read from rl/
 
 
 @pytest.mark.skipif(
-    not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser")),
+    not any(shutil.which(b) for b in ("chromium", "chromium-browser")),
     reason="needs Chromium (Debian package `chromium`; .ci/run installs it)",
 )
 def test_report_renders_in_headless_chromium(trained_run, tmp_path):
-    import shutil
     import subprocess
 
     import numpy as np

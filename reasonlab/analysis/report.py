@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -314,9 +315,16 @@ def _samples_section(runs: Sequence[Run], per_step: int = 3) -> list[str]:
 # -- pieces ------------------------------------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def highlight(text: str, detector: str = "generic", meta: dict[str, Any] | None = None) -> str:
-    """`text` as HTML with each detected behaviour instance in a coloured `<mark>`."""
-    e = html.escape
+    """`text` as HTML with each detected behaviour instance in a coloured `<mark>`; control
+    characters (which HTML does not allow) shown as U+FFFD."""
+
+    def e(part: str) -> str:
+        return _CONTROL.sub("\ufffd", html.escape(part))
+
     pieces, pos = [], 0
     for start, end, behaviour in behaviour_spans(text, detector, meta):
         if start < pos:  # overlaps an earlier mark of another behaviour: left unmarked
