@@ -30,6 +30,7 @@ highlighting):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -150,6 +151,7 @@ def _target(meta: Mapping[str, Any] | None) -> Any:
     return meta["target"]
 
 
+@functools.lru_cache(maxsize=1024)
 def _compiled(detector: str, target: Any = None) -> dict[str, list[re.Pattern[str]]]:
     if detector not in _PATTERNS:
         raise ValueError(f"unknown behaviour detector {detector!r}; valid: {', '.join(DETECTORS)}")
