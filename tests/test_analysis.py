@@ -437,3 +437,33 @@ def test_report_renders_in_headless_chromium(trained_run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (2400, 1400)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # text and lines, not a blank page
+
+
+def test_eval_folders_are_read_through_their_generation_files(tmp_path):
+    from reasonlab.analysis.analyze import analyze
+    from reasonlab.analysis.report import write_report
+    from reasonlab.analysis.runs import load_run
+
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    meta = {"numbers": [5, 3, 2], "target": 13}
+    record = {
+        "example_id": "a",
+        "example": {"id": "a", "prompt": "p", "answer": "", "meta": meta},
+        "prompt": "p",  # not a countdown prompt: the meta comes from the example
+        "completions": [
+            {"text": " 5 + 3 = 8. 8 + 2 = 10 vs 13: no. Wrong. Try again.", "num_tokens": 9},
+            {"text": " 5 * 3 = 15. 15 - 2 = 13 vs 13: yes.", "num_tokens": 8},
+        ],
+    }
+    _write_jsonl(folder / "countdown.generations.jsonl", [record])
+    (folder / "results.md").write_text("| benchmark | avg@2 |\n|---|---|\n| countdown | 0.500 |\n")
+    run = load_run(folder)
+    assert [r["meta"] for r in run.rollouts] == [meta, meta] and len(run.rollouts) == 2
+    result = analyze(run)
+    assert result["steps"]["0"]["behaviour/backtracking"] == 0.5  # countdown detector chosen
+    assert result["steps"]["0"]["behaviour/subgoal_setting"] == 1.0
+    text = write_report([folder], tmp_path / "r.html").read_text()
+    assert "<td>countdown</td><td>0.500</td>" in text
+    assert "numbers [5, 3, 2], target 13" in text
+    assert _Structure(text).errors == []

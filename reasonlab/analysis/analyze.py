@@ -16,9 +16,8 @@ from reasonlab.analysis.behaviours import (
     OAT_ZERO_KEYWORDS,
     REFLECTION_WORDS,
     detect,
-    detector_for,
 )
-from reasonlab.analysis.dynamics import aha_moments, behaviour_series, countdown_meta
+from reasonlab.analysis.dynamics import aha_moments, behaviour_series, row_meta, run_detector
 from reasonlab.analysis.runs import Run, completion_text
 
 
@@ -50,8 +49,8 @@ def judge_agreement(run: Run, judge: Any) -> dict[str, Any]:
     answered) and how many answers had no `<count>`."""
     rows = run.rollouts
     texts = [completion_text(r) for r in rows]
-    metas = [countdown_meta(r.get("prompt", "")) for r in rows]
-    detector = detector_for(run.task or ("countdown" if any(metas) else None))
+    metas = [row_meta(r) for r in rows]
+    detector = run_detector(run)
     judged = judge.label(texts, metas)
     ruled = [detect(t, detector, m) for t, m in zip(texts, metas, strict=True)]
     out: dict[str, Any] = {"responses": len(rows), "model": judge.model_name}

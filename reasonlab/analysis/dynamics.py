@@ -88,6 +88,13 @@ def countdown_meta(prompt: Any) -> dict[str, Any] | None:
     return {"numbers": numbers, "target": int(match.group(2))}
 
 
+def row_meta(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The example `meta` of a response row: its own (eval generation files), else read back
+    from a countdown prompt (`countdown_meta`)."""
+    meta = row.get("meta")
+    return dict(meta) if isinstance(meta, Mapping) else countdown_meta(row.get("prompt", ""))
+
+
 def behaviour_series(run: Run) -> dict[str, dict[int, float]]:
     """Per key (`behaviour/...`, `r1_words/...`, `oat_zero/...`) the value at each step: from
     metrics.jsonl when the trainer logged them (every response of the step), else computed from
@@ -102,20 +109,24 @@ def behaviour_series(run: Run) -> dict[str, dict[int, float]]:
     by_step: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in run.rollouts:
         by_step[int(row.get("step", 0))].append(row)
-    detector = detector_for(run.task or _guess_task(run))
+    detector = run_detector(run)
     for step, rows in sorted(by_step.items()):
-        metas = [countdown_meta(r.get("prompt", "")) for r in rows]
+        metas = [row_meta(r) for r in rows]
         summary = summarize([completion_text(r) for r in rows], detector, metas)
         for key, value in summary.items():
             series[key][step] = value
     return dict(series)
 
 
+def run_detector(run: Run) -> str:
+    """The behaviour detector for a run's responses: by its task (config.yaml), else `countdown`
+    when its responses are to countdown problems (a bare JSONL file has no config to say)."""
+    return detector_for(run.task or _guess_task(run))
+
+
 def _guess_task(run: Run) -> str | None:
-    """`countdown` when the rollouts' prompts are countdown prompts (a bare JSONL file has no
-    config to say)."""
-    prompts = [r.get("prompt", "") for r in run.rollouts[:20]]
-    if prompts and all(countdown_meta(p) for p in prompts):
+    rows = run.rollouts[:20]
+    if rows and all(row_meta(r) and "target" in row_meta(r) for r in rows):
         return "countdown"
     return None
 

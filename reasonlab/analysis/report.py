@@ -32,9 +32,8 @@ from reasonlab.analysis.behaviours import (
     OAT_ZERO_KEYWORDS,
     REFLECTION_WORDS,
     behaviour_spans,
-    detector_for,
 )
-from reasonlab.analysis.dynamics import aha_moments, behaviour_series, countdown_meta
+from reasonlab.analysis.dynamics import aha_moments, behaviour_series, row_meta, run_detector
 from reasonlab.analysis.runs import Run, completion_text, load_run
 from reasonlab.io import atomic_write_text
 
@@ -260,7 +259,7 @@ def _aha_section(runs: Sequence[Run], top: int = 4) -> list[str]:
             )
         out.append("</table>")
         a = changes[0]
-        detector = detector_for(run.task)
+        detector = run_detector(run)
         for label, texts in (("before", a["before_examples"]), ("after", a["after_examples"])):
             for text in texts:
                 out.append(
@@ -286,7 +285,7 @@ def _samples_section(runs: Sequence[Run], per_step: int = 3) -> list[str]:
         if not steps:
             continue
         chosen = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
-        detector = detector_for(run.task)
+        detector = run_detector(run)
         out.append(f"<h3>{e(run.name)}: steps {', '.join(map(str, chosen))}</h3>")
         for step in chosen:
             rows = [r for r in run.rollouts if int(r.get("step", 0)) == step][:per_step]
@@ -299,8 +298,12 @@ def _samples_section(runs: Sequence[Run], per_step: int = 3) -> list[str]:
                     else f' <span class="{"ok" if correct else "bad"}">'
                     f"{'correct' if correct else 'wrong'}</span>"
                 )
-                meta = countdown_meta(row.get("prompt", ""))
-                problem = f"numbers {meta['numbers']}, target {meta['target']}; " if meta else ""
+                meta = row_meta(row)
+                problem = (
+                    f"numbers {meta['numbers']}, target {meta['target']}; "
+                    if meta and "numbers" in meta and "target" in meta
+                    else ""
+                )
                 out.append(
                     f'<div class="meta">step {step}: {e(problem)}reward '
                     f"{row.get('reward', '-')}, {row.get('num_tokens', '-')} tokens, "

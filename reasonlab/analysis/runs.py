@@ -3,7 +3,8 @@
 RL runs write config.yaml, metrics.jsonl (one row per step), eval.jsonl (held-out evaluations,
 step 0 when `run.eval_before_train`) and rollouts.jsonl (sampled responses); the demo adds
 summary.json/summary.md one folder up; `reasonlab eval` writes results.json/results.md, `reasonlab
-search` search_results.json, `reasonlab pretrain` pretrain.json. `load_run` reads every one that is
+search` search_results.json, `reasonlab pretrain` pretrain.json; `reasonlab eval` generation
+files (`*.generations.jsonl`) are read as responses when there is no rollouts.jsonl. `load_run` reads every one that is
 present and leaves the rest empty, so the analysis and the report work on any of these folders.
 """
 
@@ -79,8 +80,8 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     """
     path = Path(path)
     if path.is_file():
-        rows = list(read_jsonl(path, drop_partial_last_line=True))
-        return Run(path=path, name=name or path.stem, rollouts=rows)
+        rows = read_jsonl(path, drop_partial_last_line=True)
+        return Run(path=path, name=name or path.stem, rollouts=_responses(rows))
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such run folder or JSONL file")
     run = Run(path=path, name=name or path.name)
@@ -110,6 +111,10 @@ def _read_into(run: Run, folder: Path) -> None:
             setattr(run, attr, sorted(rows, key=lambda r: r["step"]))
     if (folder / "rollouts.jsonl").is_file() and not run.rollouts:
         run.rollouts = list(read_jsonl(folder / "rollouts.jsonl", drop_partial_last_line=True))
+    for generations in sorted(folder.glob("*.generations.jsonl")):  # `reasonlab eval` output
+        if not (folder / "rollouts.jsonl").is_file():
+            rows = read_jsonl(generations, drop_partial_last_line=True)
+            run.rollouts += _responses(rows)
     for file in ("summary.json", "results.json", "search_results.json", "pretrain.json"):
         if (folder / file).is_file() and file not in run.json_files:
             try:
@@ -121,6 +126,29 @@ def _read_into(run: Run, folder: Path) -> None:
     for file in ("summary.md", "results.md"):
         if (folder / file).is_file() and file not in run.markdown:
             run.markdown[file] = (folder / file).read_text(encoding="utf-8")
+
+
+def _responses(rows: Any) -> list[dict[str, Any]]:
+    """One row per response: rows of `reasonlab eval` generation files (`completions`, a list per
+    example) are expanded, with the prompt and the example's `meta`; other rows pass as they are."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        completions = row.get("completions")
+        if not isinstance(completions, list):
+            out.append(row)
+            continue
+        meta = (row.get("example") or {}).get("meta")
+        for sample in completions:
+            sample = sample if isinstance(sample, dict) else {"text": str(sample)}
+            out.append(
+                {
+                    "example_id": row.get("example_id"),
+                    "prompt": row.get("prompt", ""),
+                    "meta": meta,
+                    **sample,
+                }
+            )
+    return out
 
 
 def completion_text(row: dict[str, Any]) -> str:
