@@ -328,6 +328,31 @@ def test_analyze_command_prints_tables_and_writes_json(trained_run, tmp_path, ca
     assert (fake / "rollouts.analysis.json").is_file()
 
 
+def test_report_command_shows_chosen_steps_and_checks_its_arguments(tmp_path, capsys):
+    fake = _fake_run(tmp_path / "fake")
+    out = tmp_path / "r.html"
+    args = ["report", str(fake), "--out", str(out), "--sample-steps", "2", "9"]
+    assert main(args) == 0
+    assert "<h3>fake: steps 2</h3>" in out.read_text()
+    assert main(["report", str(fake), "--names", "a", "b", "--out", str(out)]) == 2
+    assert "--names: 2 names for 1 runs" in capsys.readouterr().err
+
+
+def test_demo_summary_table_shows_each_reflection_word():
+    from reasonlab.demo import summary_table
+
+    row = {
+        "accuracy": 0.2,
+        "format_rate": 1.0,
+        "mean_length": 80.0,
+        "tries": 1.3,
+        "truncation_rate": 0.0,
+        "reflection_words": {"wrong": 1.2, "check": 0.3, "wait": 0.0},
+    }
+    table = summary_table({"before": row, "after": row})
+    assert "| wrong 1.20, check 0.30 |" in table and "wait" not in table
+
+
 def test_analyze_and_report_name_a_missing_folder(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope")]) == 2
     assert "nope: no such run folder" in capsys.readouterr().err

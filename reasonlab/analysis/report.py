@@ -59,13 +59,21 @@ mark{padding:0 1px;border-radius:2px}.legend span{padding:1px 6px;margin-right:8
 
 
 def write_report(
-    run_dirs: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    names: Sequence[str] | None = None,
+    sample_steps: Sequence[int] | None = None,
+    samples_per_step: int = 3,
 ) -> Path:
     """Write the report on `run_dirs` (folders or rollout JSONL files) to `out`; returns it.
-    Raises FileNotFoundError naming a path that holds no run files."""
+
+    `sample_steps`: the steps whose logged responses are shown (default: the first, middle and
+    last logged steps; a step a run did not log is skipped). Raises FileNotFoundError naming a
+    path that holds no run files.
+    """
     runs = [load_run(p, None if names is None else names[i]) for i, p in enumerate(run_dirs)]
     _unique_names(runs)
-    atomic_write_text(out, render(runs))
+    atomic_write_text(out, render(runs, sample_steps, samples_per_step))
     return Path(out)
 
 
@@ -79,8 +87,10 @@ def _unique_names(runs: list[Run]) -> None:
             seen[run.name] = 1
 
 
-def render(runs: Sequence[Run]) -> str:
-    """The report's HTML text."""
+def render(
+    runs: Sequence[Run], sample_steps: Sequence[int] | None = None, samples_per_step: int = 3
+) -> str:
+    """The report's HTML text (arguments as in `write_report`)."""
     e = html.escape
     title = "reasonlab report: " + ", ".join(r.name for r in runs)
     body: list[str] = [f"<h1>{e(title)}</h1>"]
@@ -88,7 +98,7 @@ def render(runs: Sequence[Run]) -> str:
     body += _tables_section(runs)
     body += _plots_section(runs)
     body += _aha_section(runs)
-    body += _samples_section(runs)
+    body += _samples_section(runs, sample_steps, samples_per_step)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
@@ -277,14 +287,21 @@ def _aha_section(runs: Sequence[Run], top: int = 4) -> list[str]:
     ]
 
 
-def _samples_section(runs: Sequence[Run], per_step: int = 3) -> list[str]:
+def _samples_section(
+    runs: Sequence[Run], sample_steps: Sequence[int] | None, per_step: int
+) -> list[str]:
     e = html.escape
     out: list[str] = []
     for run in runs:
         steps = sorted({int(r.get("step", 0)) for r in run.rollouts})
         if not steps:
             continue
-        chosen = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
+        if sample_steps is None:
+            chosen = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
+        else:
+            chosen = sorted(set(sample_steps) & set(steps))
+        if not chosen:
+            continue
         detector = run_detector(run)
         out.append(f"<h3>{e(run.name)}: steps {', '.join(map(str, chosen))}</h3>")
         for step in chosen:

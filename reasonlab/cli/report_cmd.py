@@ -29,6 +29,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
     p.add_argument("--names", nargs="+", help="a label per run (default: folder names)")
+    p.add_argument(
+        "--sample-steps",
+        nargs="+",
+        type=int,
+        metavar="STEP",
+        help="steps whose logged responses are shown (default: first, middle and last)",
+    )
+    p.add_argument(
+        "--samples-per-step", type=int, default=3, help="responses shown per step and run"
+    )
     p.set_defaults(func=run)
 
 
@@ -38,8 +48,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.names is not None and len(args.names) != len(args.runs):
         raise CLIError(f"--names: {len(args.names)} names for {len(args.runs)} runs")
+    if args.samples_per_step < 0:
+        raise CLIError(f"--samples-per-step must be >= 0, got {args.samples_per_step}")
     try:
-        out = write_report(args.runs, args.out, args.names)
+        out = write_report(
+            args.runs, args.out, args.names, args.sample_steps, args.samples_per_step
+        )
     except (FileNotFoundError, DataError) as err:
         raise CLIError(str(err)) from None
     print(f"wrote {out}")
