@@ -42,10 +42,13 @@ DEMO_PRETRAIN: dict[str, Any] = dict(
 
 def evaluate_held_out(
     model: Any, tokenizer: Any, task: Any, examples: list[Any], cfg: Any, samples: int, seed: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Greedy and sampled (T=1, avg@`samples`) held-out accuracy, with the greedy responses'
-    format rate, mean length, truncation rate and R1 reflection words per response."""
-    from reasonlab.analysis.behaviours import count_words
+    format rate, mean length, truncation rate, tries per response ("Try again" + 1), and what
+    `reasonlab.analysis.behaviours` counts in them, per response: each R1 reflection word
+    (`reflection_words`, word -> mean count), each oat-zero keyword (`oat_zero_keywords`), and the
+    share of responses showing each cognitive behaviour (`behaviours`, rule-based detector)."""
+    from reasonlab.analysis.behaviours import detector_for, summarize
     from reasonlab.records import Scored
     from reasonlab.rl.trainer import evaluate
 
@@ -54,7 +57,9 @@ def evaluate_held_out(
     )
     records: list[Scored] = []
     greedy = evaluate(model, tokenizer, task, examples, records=records, **kw)
-    out = {k: greedy[k] for k in ("accuracy", "format_rate", "mean_length", "truncation_rate")}
+    out: dict[str, Any] = {
+        k: greedy[k] for k in ("accuracy", "format_rate", "mean_length", "truncation_rate")
+    }
     if samples > 0:
         sampled = evaluate(
             model, tokenizer, task, examples, temperature=1.0, n=samples, seed=seed, **kw
@@ -62,7 +67,20 @@ def evaluate_held_out(
         out["accuracy_sampled"] = sampled["accuracy"]
     texts = [r.rollout.text for r in records]
     out["tries"] = sum(t.count("Try again") + 1 for t in texts) / max(1, len(texts))
-    out["reflection_words"] = sum(sum(count_words(t).values()) for t in texts) / max(1, len(texts))
+    meta = {ex.id: ex.meta for ex in examples}
+    counted = summarize(
+        texts, detector_for(task.name), [meta.get(r.rollout.example_id) for r in records]
+    )
+    for key, prefix in (
+        ("reflection_words", "r1_words/"),
+        ("oat_zero_keywords", "oat_zero/"),
+        ("behaviours", "behaviour/"),
+    ):
+        out[key] = {
+            k[len(prefix) :]: v
+            for k, v in counted.items()
+            if k.startswith(prefix) and not k.endswith("_per_response")
+        }
     return out
 
 
@@ -81,7 +99,7 @@ def run_demo(
 
     `out` receives base/ (the pretrained base model), rl/ (the GRPO run: metrics, rollouts,
     eval, checkpoint), policy/ (the RL model as a Hugging Face folder), training.png,
-    summary.json and summary.md.
+    summary.json, summary.md and report.html (`reasonlab.analysis.report`).
 
     `pretrain` overrides entries of `DEMO_PRETRAIN` (e.g. {"steps": 600} for a quick run);
     `overrides` are `key=value` overrides of the RL recipe.
@@ -169,6 +187,9 @@ def run_demo(
     table = summary_table(summary)
     atomic_write_text(out / "summary.md", table + "\n")
     log(table)
+    from reasonlab.analysis.report import write_report
+
+    log(f"wrote {write_report([out], out / 'report.html')}")
     log(f"{summary['seconds']:.0f}s in all; run folder {out}")
     return summary
 
@@ -197,7 +218,7 @@ def summary_table(summary: dict[str, Any]) -> str:
     """The before/after markdown table of a demo summary."""
     rows = [
         "| | held-out accuracy (greedy) | sampled (T=1, avg@n) | format | mean length | tries "
-        "| reflection words | truncated |",
+        "| R1 reflection words per response (each) | truncated |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in ("before", "after"):
@@ -205,7 +226,13 @@ def summary_table(summary: dict[str, Any]) -> str:
         sampled = f"{r['accuracy_sampled']:.1%}" if "accuracy_sampled" in r else "-"
         rows.append(
             f"| {name} | {r['accuracy']:.1%} | {sampled} | {r['format_rate']:.1%} | "
-            f"{r['mean_length']:.1f} | {r['tries']:.2f} | {r['reflection_words']:.2f} | "
+            f"{r['mean_length']:.1f} | {r['tries']:.2f} | {_words(r['reflection_words'])} | "
             f"{r['truncation_rate']:.1%} |"
         )
     return "\n".join(rows)
+
+
+def _words(per_word: dict[str, float]) -> str:
+    """ "wrong 1.20, check 0.30": the words that occur, most frequent first."""
+    shown = sorted(((v, w) for w, v in per_word.items() if v > 0), reverse=True)
+    return ", ".join(f"{w} {v:.2f}" for v, w in shown) or "none"

@@ -19,6 +19,8 @@ COMMANDS = [
     "demo",
     "eval_cmd",
     "search_cmd",
+    "analyze_cmd",
+    "report_cmd",
 ]
 
 

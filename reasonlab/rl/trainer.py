@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reasonlab.analysis.dynamics import step_metrics
 from reasonlab.io import read_jsonl, write_jsonl
 from reasonlab.records import Example, Rollout, Scored, Verdict
 from reasonlab.rl.checkpoint import (
@@ -595,6 +596,9 @@ class Trainer:
                 "data_position": self.stream.position,
             }
         )
+        # behaviour rates and reflection words of every response (rule-based, reasonlab.analysis)
+        texts = [t for part in d.all_gather_objects([r.text for r in rollouts]) for t in part]
+        metrics.update(step_metrics(texts, self.config.task.name, merged["lengths"]))
         return metrics
 
     def train_step(self) -> dict[str, Any]:

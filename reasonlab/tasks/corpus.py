@@ -168,6 +168,50 @@ def _solves(p: Partial, target: int) -> bool:
 
 def countdown_attempt(example: Example, rng: random.Random, style: AttemptStyle) -> str:
     """One simulated attempt at a countdown example: the completion after `<think>`."""
+    return _attempt(example, rng, style, None)
+
+
+BEHAVIOURS = ("verification", "backtracking", "subgoal_setting", "backward_chaining")
+"""The four cognitive behaviours of Gandhi et al. 2025 ("Cognitive Behaviors that Enable
+Self-Improving Reasoners"), the names `countdown_attempt_tagged` counts under."""
+
+
+@dataclass(frozen=True)
+class TaggedAttempt:
+    """A simulated attempt and how many times it wrote each of the four cognitive behaviours.
+
+    What the solver writes, by behaviour (ground truth for the detectors of
+    `reasonlab.analysis.behaviours`): `subgoal_setting`, one per try (its partial "a op b = c.");
+    `backtracking`, one per "Try again."; `verification`, one per slip caught ("Wait, ...") and per
+    re-check of a reached target ("Let me check: ..."); `backward_chaining`, never (the solver works
+    forward from the numbers). Comparing each finish with the target ("17 vs 12: no") is the
+    search itself, written in every try, and is not counted as verification.
+    """
+
+    text: str
+    counts: dict[str, int]
+
+    @property
+    def tags(self) -> set[str]:
+        """The behaviours written at least once."""
+        return {name for name, count in self.counts.items() if count > 0}
+
+
+def countdown_attempt_tagged(
+    example: Example, rng: random.Random, style: AttemptStyle
+) -> TaggedAttempt:
+    """`countdown_attempt` with the behaviours it wrote: the same text for the same `rng` state
+    (tagging draws nothing from `rng`)."""
+    counts = dict.fromkeys(BEHAVIOURS, 0)
+    text = _attempt(example, rng, style, counts)
+    return TaggedAttempt(text, counts)
+
+
+def _attempt(
+    example: Example, rng: random.Random, style: AttemptStyle, tags: dict[str, int] | None
+) -> str:
+    """The body of `countdown_attempt`; counts the behaviours written into `tags` when given."""
+    tags = {} if tags is None else tags
     numbers, target = list(example.meta["numbers"]), int(example.meta["target"])
     if len(numbers) != 3:
         raise ValueError(f"{example.id}: the countdown corpus is written for 3 numbers")
@@ -187,16 +231,23 @@ def countdown_attempt(example: Example, rng: random.Random, style: AttemptStyle)
             partial = rng.choice(solutions)
         else:
             partial = untried.pop() if untried else rng.choice(pool)
-        text, answer, reached = _try(partial, target, rng, style)
+        text, answer, reached = _try(partial, target, rng, style, tags)
+        tags["subgoal_setting"] = tags.get("subgoal_setting", 0) + 1
         parts.append(text)
         if reached or attempt == style.max_tries - 1 or rng.random() < give_up_rate:
             break
         parts.append(" Try again.")
+        tags["backtracking"] = tags.get("backtracking", 0) + 1
     return "".join(parts) + f" </think> <answer> {answer} </answer>"
 
 
 def _step(
-    left: int, op: str, right: int, rng: random.Random, style: AttemptStyle
+    left: int,
+    op: str,
+    right: int,
+    rng: random.Random,
+    style: AttemptStyle,
+    tags: dict[str, int] | None = None,
 ) -> tuple[str, int]:
     """`left op right = result` as written, with a slip at `mistake_rate` that is caught at
     `verify_rate`; returns the text and the value written last. `left op right` must be whole."""
@@ -205,22 +256,28 @@ def _step(
     slip = max(0, true + rng.choice((-2, -1, 1, 2))) if rng.random() < style.mistake_rate else true
     text = f"{left} {op} {right} = {slip}"
     if slip != true and rng.random() < style.verify_rate:
+        if tags is not None:
+            tags["verification"] = tags.get("verification", 0) + 1
         return text + f". Wait, {left} {op} {right} = {true}", true
     return text, slip
 
 
 def _try(
-    partial: Partial, target: int, rng: random.Random, style: AttemptStyle
+    partial: Partial,
+    target: int,
+    rng: random.Random,
+    style: AttemptStyle,
+    tags: dict[str, int] | None = None,
 ) -> tuple[str, str, bool]:
     """The text of one try, its last finish as an expression over the given numbers, and whether
     the solver (rightly or not) believes that finish reached `target`."""
-    first, value = _step(partial.left, partial.op, partial.right, rng, style)
+    first, value = _step(partial.left, partial.op, partial.right, rng, style, tags)
     (number,) = partial.rest
     head = f"({partial.left} {partial.op} {partial.right})"
     pieces: list[str] = []
     written, expression, last = -1, "", ("+", True)
     for op, on_left in finishes(value, number):
-        text, written = _step(*_finish(value, op, number, on_left), rng, style)
+        text, written = _step(*_finish(value, op, number, on_left), rng, style, tags)
         # "V vs T: no": the target copied next to each result, so that deciding a hit compares
         # the two tokens just written rather than a result with a number far back in the prompt.
         pieces.append(f"{text} vs {target}: {'yes' if written == target else 'no'}")
@@ -232,6 +289,8 @@ def _try(
     if written != target:
         return body + " Wrong.", expression, False
     if rng.random() < style.verify_rate:
+        if tags is not None:
+            tags["verification"] = tags.get("verification", 0) + 1
         true_partial = partial.value
         assert true_partial is not None
         left, op, right = _finish(true_partial, last[0], number, last[1])
@@ -264,10 +323,13 @@ def countdown_attempts(
 
 __all__ = [
     "AttemptStyle",
+    "BEHAVIOURS",
     "Partial",
+    "TaggedAttempt",
     "apply",
     "finishes",
     "partials",
     "countdown_attempt",
+    "countdown_attempt_tagged",
     "countdown_attempts",
 ]
