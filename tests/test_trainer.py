@@ -213,6 +213,37 @@ def test_gradient_accumulation_invariance(tiny_lm, agg):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-7, rtol=1e-4, msg=f"{name} ({agg})")
 
 
+def test_dr_grpo_loss_is_normalised_by_every_response_times_max_len(tiny_lm):
+    """Dr. GRPO (TRL dr_grpo): the update's gradient is that of -sum_{i,t} A_i logp_{i,t} /
+    (B * max_new_tokens) over all B responses, those emptied by overlong filtering included,
+    accumulated over micro-batches."""
+    from reasonlab.rl.advantages import compute_advantages
+
+    batch = fixed_batch()
+    assert 0 < batch.finish_reasons.count("length") < len(batch)
+    overrides = (
+        "algorithm.advantage=dr_grpo",
+        "algorithm.loss_agg=seq-mean-token-sum-norm",
+        "algorithm.overlong_filter=true",
+        "rollout.max_new_tokens=16",
+        "batching.micro_batch_size=2",
+    )
+    trained, _ = run_update(tiny_lm, batch, *overrides)
+    model = tiny.build_model(tiny_lm, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    cfg = load_config(TrainConfig, None, ["rollout.n=4", "batching.prompts_per_step=2"])
+    learner = Learner(model, build_optimizer(list(model.parameters()), cfg), cfg, pad_id=0)
+    lp = learner.forward(model, batch, list(range(len(batch))))["logprobs"]  # [8, T]
+    lengths = torch.tensor([len(c) for c in batch.completion_ids])
+    kept = torch.tensor([r != "length" for r in batch.finish_reasons])
+    mask = ((torch.arange(lp.shape[1])[None, :] < lengths[:, None]) & kept[:, None]).float()
+    advantages, _ = compute_advantages(
+        "dr_grpo", rewards=batch.rewards, response_mask=mask, group_size=4
+    )
+    (-(advantages * lp * mask).sum() / (len(batch) * 16)).backward()
+    for (name, a), b in zip(trained.named_parameters(), model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-7, rtol=1e-4, msg=name)
+
+
 def test_several_minibatches_epochs_and_ppo_with_value_head_run(tiny_lm):
     batch = fixed_batch()
     _, stats = run_update(

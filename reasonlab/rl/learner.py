@@ -286,10 +286,14 @@ class Learner:
     # -- the step ----------------------------------------------------------------------------
 
     def _denominator(self, mask: torch.Tensor) -> torch.Tensor:
-        """The minibatch normaliser: valid tokens (token-mean) or responses with a valid token
-        (sequence modes), summed over ranks."""
-        if self.config.algorithm.loss_agg == "token-mean":
+        """The minibatch normaliser, summed over ranks: valid tokens (token-mean), every response
+        (seq-mean-token-sum-norm, Dr. GRPO's constant: empty ones too), or responses with a valid
+        token (the other sequence modes)."""
+        agg = self.config.algorithm.loss_agg
+        if agg == "token-mean":
             local = mask.sum()
+        elif agg == "seq-mean-token-sum-norm":
+            local = mask.shape[0]
         else:
             local = (mask.sum(dim=1) > 0).sum()
         total = self.dist.sum_scalar(local, self.device)

@@ -11,7 +11,9 @@ the loss. The per-token loss and its *aggregation* into a scalar are kept apart 
   arXiv:1912.09729). GRPO uses the same surrogate.
 - `value_loss`: PPO's clipped value loss.
 - `kl_penalty`: the k1 / k2 / k3 estimators of KL(pi || pi_ref) from one sample
-  (Schulman 2020, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html).
+  (Schulman 2020, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html); as a
+  *loss* their gradients differ: k1's is zero in expectation, k2's is that of KL(pi || pi_ref),
+  k3's that of KL(pi_ref || pi) (see `kl_penalty`).
 - `token_logprobs`, `entropy_from_logits`: memory-light reductions of [B, T, V] logits.
 - `overlong_mask` (DAPO overlong filtering) and `groups_with_signal` (DAPO dynamic sampling).
 """
@@ -48,15 +50,18 @@ def aggregate(
     - `seq-mean-token-mean`: (1/S) sum_i (sum_t m l / |m_i|) (each response weighs the same;
       the original GRPO objective).
     - `seq-mean-token-sum`: (1/S) sum_i sum_t m l.
-    - `seq-mean-token-sum-norm`: (1/S) sum_i sum_t m l / max_len, max_len a constant such as
-      max_new_tokens (Dr. GRPO, Liu et al. 2025: no per-response length normalisation). Dr. GRPO's
-      code sums over responses instead of averaging; the mean only rescales by the batch size and
-      keeps the learning rate independent of it.
+    - `seq-mean-token-sum-norm`: sum_{i,t} m l / (B * max_len), B the number of responses *all*
+      counted (an empty or masked-out response included) and max_len a constant such as
+      max_new_tokens: Dr. GRPO (Liu et al. 2025, arXiv:2503.20783) drops the per-response length
+      normalisation, so the normaliser must not depend on the data; this is TRL's `dr_grpo` loss
+      (sum / (batch_size * max_completion_length)).
 
-    S is the number of responses with at least one valid token. `denominator`, when given,
-    replaces N (token modes) or S (sequence modes): pass the count over the *whole* mini-batch, so
-    the losses of its micro-batches (and of data-parallel ranks) add up to the mini-batch loss.
-    With DDP, whose all-reduce averages gradients over W ranks, also multiply the loss by W.
+    S is the number of responses with at least one valid token (a response the mask empties, e.g.
+    by overlong filtering, does not count), except in `seq-mean-token-sum-norm` (B, every row).
+    `denominator`, when given, replaces N (token-mean), S or B (sequence modes): pass the count over
+    the *whole* mini-batch, so the losses of its micro-batches (and of data-parallel ranks) add up
+    to the mini-batch loss. With DDP, whose all-reduce averages gradients over W ranks, also
+    multiply the loss by W.
     """
     if loss_mat.shape != mask.shape or loss_mat.dim() != 2:
         raise ValueError(
@@ -111,8 +116,9 @@ def _seq_mean_token_sum_norm(
             "loss aggregation 'seq-mean-token-sum-norm' (Dr. GRPO) needs max_len > 0, the constant "
             f"that replaces each response's length (e.g. max_new_tokens); got {max_len}"
         )
-    per_seq = (loss_mat * mask).sum(dim=1) / max_len  # [B]
-    return per_seq.sum() / _count_or(denominator, _sequence_count(mask))
+    # a constant normaliser: every row counts, whatever its length (an empty one too)
+    rows = mask.new_tensor(float(mask.shape[0]))
+    return (loss_mat * mask).sum() / max_len / _count_or(denominator, rows)
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -212,11 +218,14 @@ def value_loss(
 
     Per token (V = values with grad, V_old = old_values, R = returns, all [B, T]):
 
-        l = 0.5 * max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2)
+        l = 0.5 * max((V - R)^2, (clamp(V, V_old - clip, V_old + clip) - R)^2)
 
-    (`clip=None`: l = 0.5 * (V - R)^2). Returns the scalar loss [] and detached stats:
-    `vf_clip_fraction` (tokens where the clipped term is larger), `vf_explained_variance`
-    (1 - Var(R - V) / Var(R) over valid tokens), `values_mean`.
+    (`clip=None`: l = 0.5 * (V - R)^2). The values themselves are clamped (not V_old plus a clamped
+    difference, which rounds one float step away from V), so a token inside the clip range has
+    exactly equal terms. Returns the scalar loss [] and detached stats: `vf_clip_fraction` (tokens
+    where the clipped term is strictly larger, i.e. the active one, veRL's `vf_clipfrac`: only
+    tokens outside the clip range can count), `vf_explained_variance` (1 - Var(R - V) / Var(R) over
+    valid tokens), `values_mean`.
     """
     if not (values.shape == old_values.shape == returns.shape == mask.shape):
         raise ValueError(
@@ -229,7 +238,7 @@ def value_loss(
     if clip is None:
         loss_mat, is_clipped = squared, torch.zeros_like(mask, dtype=torch.bool)
     else:
-        clipped_values = old_values + (values - old_values).clamp(-clip, clip)
+        clipped_values = torch.clamp(values, old_values - clip, old_values + clip)
         squared_clipped = (clipped_values - returns) ** 2
         loss_mat = torch.maximum(squared, squared_clipped)
         is_clipped = squared_clipped > squared
@@ -275,6 +284,19 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
       (DeepSeekMath eq. 4). Computed as expm1(log_r) - log_r with log_r clamped to [-20, 20] and the
       result to [-10, 10] (as veRL's `low_var_kl`), so a token the reference finds impossible cannot
       blow up the loss; a clamped token gets zero gradient.
+
+    As a value (kl_in=reward, or logged) each estimates KL(pi || pi_ref). As a *loss* on tokens
+    sampled from pi (the sampling not differentiated), the expected gradients are, with
+    g = grad log pi(x) and E_pi[g] = 0 (Tang & Munos 2025, "On a few pitfalls in KL divergence
+    gradient estimation for RL", arXiv:2506.09477; per token, each token's own distribution, not
+    the effect on later tokens):
+
+    - k1: E_pi[g] = 0. No pull towards the reference at all, only noise; the config refuses it
+      with kl_in=loss.
+    - k2: E_pi[(log pi - log pi_ref) g] = grad KL(pi || pi_ref), the reverse KL the value estimates.
+    - k3: E_pi[(1 - pi_ref / pi) g] = -sum_x pi_ref(x) grad log pi(x) = grad KL(pi_ref || pi), the
+      *forward* KL (mass-covering), not the KL it estimates as a value. GRPO and veRL's
+      `low_var_kl` use it so; pick k2 for the gradient of KL(pi || pi_ref).
 
     logprobs (with grad when the KL is in the loss) and ref_logprobs: [B, T].
     """
