@@ -14,6 +14,7 @@ from reasonlab.rl.losses import (
     entropy_from_logits,
     groups_with_signal,
     kl_penalty,
+    logprobs_and_entropy,
     overlong_mask,
     policy_loss,
     token_logprobs,
@@ -391,6 +392,61 @@ def test_entropy_by_hand_and_chunked():
     torch.testing.assert_close(entropy_from_logits(logits, chunk_rows=2), expected)
     hot = torch.distributions.Categorical(logits=logits / 0.5).entropy()
     torch.testing.assert_close(entropy_from_logits(logits, 0.5, chunk_rows=4), hot)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("chunk_rows", [1, 4, 15, None])
+def test_chunked_logprobs_and_entropy_match_unchunked_with_gradients(temperature, chunk_rows):
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 5, 11, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 11, (3, 5), generator=gen)
+    weights = torch.randn(2, 3, 5, generator=gen)
+    logprobs, entropy = logprobs_and_entropy(logits, labels, temperature, chunk_rows=chunk_rows)
+    scaled = logits / temperature
+    ref_logprobs = torch.log_softmax(scaled, dim=-1).gather(-1, labels.unsqueeze(-1))[..., 0]
+    ref_entropy = torch.distributions.Categorical(logits=scaled).entropy()
+    torch.testing.assert_close(logprobs, ref_logprobs)
+    torch.testing.assert_close(entropy, ref_entropy)
+    # gradients of the logprobs alone, the entropy alone (a bonus), and both together
+    for ours, reference in [
+        ((weights[0] * logprobs).sum(), (weights[0] * ref_logprobs).sum()),
+        ((weights[1] * entropy).sum(), (weights[1] * ref_entropy).sum()),
+        (
+            (weights[0] * logprobs + weights[1] * entropy).sum(),
+            (weights[0] * ref_logprobs + weights[1] * ref_entropy).sum(),
+        ),
+    ]:
+        (grad,) = torch.autograd.grad(ours, logits, retain_graph=True)
+        (expected,) = torch.autograd.grad(reference, logits, retain_graph=True)
+        torch.testing.assert_close(grad, expected)
+
+
+def test_logprobs_and_entropy_gradcheck_in_float64():
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 7, (2, 3), generator=gen)
+    assert torch.autograd.gradcheck(
+        lambda x: logprobs_and_entropy(x, labels, 0.5, chunk_rows=2), (logits,)
+    )
+
+
+def test_only_the_logits_themselves_are_kept_for_backward():
+    """A 150k vocabulary must not multiply the memory: beyond the logits (kept by reference), what
+    the reductions save for the backward pass is O(positions), not O(positions x vocabulary)."""
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(4, 8, 1000, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 1000, (4, 8), generator=gen)
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        logprobs, entropy = logprobs_and_entropy(logits, labels, 0.7, chunk_rows=8)
+        (logprobs.sum() + 0.01 * entropy.sum()).backward()
+    others = [t for t in saved if t.untyped_storage().data_ptr() != logits.data_ptr()]
+    assert sum(t.numel() for t in others) <= 4 * logits[..., 0].numel()
 
 
 # ----------------------------------------------------------------------------- DAPO helpers

@@ -64,7 +64,9 @@ class ModelConfig:
     device: str = "auto"
     """cpu, cuda, cuda:1, ... or auto (cuda when available, else cpu)."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (saves memory on long responses)."""
+    """Recompute each decoder layer's activations in the backward pass (transformers, non-reentrant;
+    the update runs in training mode with dropout disabled): less memory on long responses, for
+    about one more forward pass. Prompt sharing (batching.share_prompts) still applies."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """The tiny model's shape (only read when `path` is `tiny`)."""
 
@@ -227,8 +229,8 @@ class BatchingConfig:
     """Shuffle responses before cutting minibatches (each epoch, seeded by run.seed and step)."""
     share_prompts: bool = True
     """Run each distinct prompt through the model once per micro-batch and share its KV cache
-    among its responses (the same numbers as full passes, much less compute for long prompts;
-    full passes are used anyway with gradient checkpointing)."""
+    among its responses (the same numbers as full passes, much less compute for long prompts).
+    With gradient checkpointing it needs transformers >= 5 (else full passes are used)."""
     forward_batch_size: int | None = None
     """Responses per no-grad pass (old, reference logprobs; None: micro_batch_size)."""
 

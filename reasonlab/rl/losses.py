@@ -14,7 +14,9 @@ the loss. The per-token loss and its *aggregation* into a scalar are kept apart 
   (Schulman 2020, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html); as a
   *loss* their gradients differ: k1's is zero in expectation, k2's is that of KL(pi || pi_ref),
   k3's that of KL(pi_ref || pi) (see `kl_penalty`).
-- `token_logprobs`, `entropy_from_logits`: memory-light reductions of [B, T, V] logits.
+- `logprobs_and_entropy` (and `token_logprobs`, `entropy_from_logits`): reductions of [B, T, V]
+  logits chunked in the forward and backward passes, so a large vocabulary does not multiply the
+  peak memory.
 - `overlong_mask` (DAPO overlong filtering) and `groups_with_signal` (DAPO dynamic sampling).
 """
 
@@ -310,24 +312,86 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
 
 # ----------------------------------------------------------------------------- logits reductions
 
-
-def _row_chunks(logits: Tensor, chunk_rows: int) -> tuple[Tensor, list[slice]]:
-    flat = logits.reshape(-1, logits.shape[-1])  # [B*T, V]
-    rows = flat.shape[0]
-    return flat, [slice(start, start + chunk_rows) for start in range(0, rows, chunk_rows)]
+CHUNK_ELEMENTS = 1 << 24
+"""Default size of one chunk of the logits reductions: 2^24 float32 values (64 MiB), i.e. about 110
+positions of a 152k vocabulary (Qwen2.5's) or 32k of a 512-token one."""
 
 
-def token_logprobs(
-    logits: Tensor, labels: Tensor, temperature: float = 1.0, *, chunk_rows: int = 1024
-) -> Tensor:
-    """log softmax(logits / temperature)[label] per position: logits [B, T, V], labels [B, T] ->
-    [B, T] float32.
+class _ChunkedSoftmaxStats(torch.autograd.Function):
+    """Per position of logits z [N, V] at temperature tau (p = softmax(z / tau)): the label's
+    logprob log p_y and the entropy H = -sum_v p_v log p_v, both [N], one chunk of rows at a time
+    in float32 (float64 for float64 logits), forward and backward.
 
-    Divide by the sampling temperature so the result is the sampling distribution's logprob.
-    Memory-light: computed as logit[label] - logsumexp(logits) in float32 over chunks of
-    `chunk_rows` positions, so no [B, T, V] log-softmax is materialised. Without grad only one
-    chunk's float32 copy exists at a time; with grad, autograd keeps each chunk's float32 input to
-    logsumexp for the backward pass (no copy at all for float32 logits at temperature 1).
+    Backward, per chunk (the chunk's softmax recomputed from the logits and the saved logsumexp):
+        dlog p_y / dz_v = (1[v = y] - p_v) / tau,    dH / dz_v = -p_v (log p_v + H) / tau.
+    So beyond the logits and their gradient (which the lm_head's backward needs anyway), only one
+    chunk's float32 blocks exist at a time: no float32 copy, softmax or log-softmax of the whole
+    [N, V] is kept for the backward pass, and an output that is not differentiated (the entropy when
+    it is only logged) costs no backward work at all.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, temperature, chunk_rows):  # type: ignore[override]
+        rows = logits.shape[0]  # logits [N, V], labels [N]
+        dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64
+        logprobs = torch.empty(rows, dtype=dtype, device=logits.device)
+        entropy = torch.empty_like(logprobs)
+        lse = torch.empty_like(logprobs)
+        for start in range(0, rows, chunk_rows):
+            part = slice(start, start + chunk_rows)
+            z = logits[part].to(dtype) / temperature  # [c, V]
+            lse[part] = torch.logsumexp(z, dim=-1)
+            logprobs[part] = z.gather(-1, labels[part, None])[:, 0] - lse[part]
+            z.sub_(lse[part, None])  # log p [c, V]
+            entropy[part] = -(z.exp() * z).sum(dim=-1)
+        ctx.save_for_backward(logits, labels, lse, entropy)
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
+        ctx.set_materialize_grads(False)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):  # type: ignore[override]
+        logits, labels, lse, entropy = ctx.saved_tensors
+        if grad_logprobs is None and grad_entropy is None:
+            return None, None, None, None
+        tau, chunk_rows = ctx.temperature, ctx.chunk_rows
+        grad = torch.empty_like(logits)  # [N, V], the logits' dtype
+        for start in range(0, logits.shape[0], chunk_rows):
+            part = slice(start, start + chunk_rows)
+            log_p = logits[part].to(lse.dtype) / tau - lse[part, None]  # [c, V]
+            p = log_p.exp()
+            if grad_entropy is not None:  # -p (log p + H) dL/dH, in log_p's memory
+                g = log_p.add_(entropy[part, None]).mul_(p).mul_(-grad_entropy[part, None])
+                if grad_logprobs is not None:
+                    g.sub_(p.mul_(grad_logprobs[part, None]))
+            else:
+                g = p.mul_(-grad_logprobs[part, None])
+            if grad_logprobs is not None:  # + 1[v = y] dL/dlog p_y
+                g.scatter_add_(-1, labels[part, None], grad_logprobs[part, None])
+            grad[part] = g.div_(tau)
+        return grad, None, None, None
+
+
+def _chunk_rows(vocab: int, chunk_rows: int | None) -> int:
+    if chunk_rows is None:
+        return max(1, CHUNK_ELEMENTS // max(1, vocab))
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    return chunk_rows
+
+
+def logprobs_and_entropy(
+    logits: Tensor, labels: Tensor, temperature: float = 1.0, *, chunk_rows: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """log softmax(logits / temperature)[label] and the entropy of softmax(logits / temperature)
+    per position: logits [B, T, V], labels [B, T] -> ([B, T], [B, T]) float32, both differentiable.
+
+    Divide by the sampling temperature so these are the sampling distribution's. Computed in
+    float32 over chunks of `chunk_rows` positions (default: `CHUNK_ELEMENTS` values per chunk) in
+    the forward *and* the backward pass (`_ChunkedSoftmaxStats`), so the memory beyond the logits
+    and their gradient is one chunk, whatever the vocabulary: no [B, T, V] float32 copy,
+    log-softmax or softmax is materialised or kept for backward. Either output may be left out of
+    the loss (the entropy when only logged): it then costs nothing in the backward pass.
     """
     if temperature <= 0:
         raise ValueError(
@@ -338,36 +402,34 @@ def token_logprobs(
             f"logits [B, T, V] and labels [B, T] disagree: {tuple(logits.shape)} vs "
             f"{tuple(labels.shape)}"
         )
-    flat, chunks = _row_chunks(logits, chunk_rows)
-    flat_labels = labels.reshape(-1, 1)  # [B*T, 1]
-    pieces = []
-    for rows in chunks:
-        scaled = flat[rows].float()  # [chunk, V]
-        if temperature != 1.0:
-            scaled = scaled / temperature
-        picked = scaled.gather(-1, flat_labels[rows]).squeeze(-1)  # [chunk]
-        pieces.append(picked - torch.logsumexp(scaled, dim=-1))
-    return torch.cat(pieces).view(labels.shape)
+    vocab = logits.shape[-1]
+    flat = logits.reshape(-1, vocab)  # [B*T, V]
+    flat_labels = labels.reshape(-1).to(device=logits.device, dtype=torch.long)  # [B*T]
+    logprobs, entropy = _ChunkedSoftmaxStats.apply(
+        flat, flat_labels, float(temperature), _chunk_rows(vocab, chunk_rows)
+    )
+    return logprobs.view(labels.shape), entropy.view(labels.shape)
+
+
+def token_logprobs(
+    logits: Tensor, labels: Tensor, temperature: float = 1.0, *, chunk_rows: int | None = None
+) -> Tensor:
+    """log softmax(logits / temperature)[label] per position: logits [B, T, V], labels [B, T] ->
+    [B, T] float32 (the sampling distribution's logprob); chunked forward and backward as
+    `logprobs_and_entropy`."""
+    return logprobs_and_entropy(logits, labels, temperature, chunk_rows=chunk_rows)[0]
 
 
 def entropy_from_logits(
-    logits: Tensor, temperature: float = 1.0, *, chunk_rows: int = 1024
+    logits: Tensor, temperature: float = 1.0, *, chunk_rows: int | None = None
 ) -> Tensor:
-    """Entropy H = logsumexp(z) - sum_v softmax(z)_v z_v of each position's distribution:
-    logits [B, T, V] -> [B, T] float32. Differentiable (for an entropy bonus); chunked over
-    positions like `token_logprobs`, so under no_grad only one chunk's float32 softmax exists at a
-    time. `temperature` divides the logits chunk by chunk first (the sampling distribution's
-    entropy) without a whole float32 copy of them."""
+    """Entropy H = -sum_v p_v log p_v of p = softmax(logits / temperature) at each position:
+    logits [B, T, V] -> [B, T] float32, differentiable; chunked forward and backward as
+    `logprobs_and_entropy` (use that one when the logprobs are needed too: one pass for both)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    flat, chunks = _row_chunks(logits, chunk_rows)
-    pieces = []
-    for rows in chunks:
-        z = flat[rows].float()  # [chunk, V]
-        if temperature != 1.0:
-            z = z / temperature
-        pieces.append(torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(dim=-1))
-    return torch.cat(pieces).view(logits.shape[:-1])
+    labels = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
+    return logprobs_and_entropy(logits, labels, temperature, chunk_rows=chunk_rows)[1]
 
 
 # ----------------------------------------------------------------------------- DAPO helpers
