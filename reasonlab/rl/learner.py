@@ -13,6 +13,11 @@
    accumulated gradient does not depend on how the minibatch is cut (TRL's invariant test).
    Loss = policy_loss (PPO clip, clip-higher, dual clip) + kl_coef * KL (kl_in=loss)
    - entropy_coef * entropy + vf_coef * value_loss (gae); gradients clipped to `grad_clip`.
+   `seq-mean-token-sum-norm` (Dr. GRPO) divides by every response of the minibatch times
+   max_new_tokens, a constant (TRL's `dr_grpo`). The entropy comes from the same chunked pass as
+   the logprobs (`losses.logprobs_and_entropy`) and is only differentiated when entropy_coef > 0.
+   These passes run in training mode (dropout disabled in the model when the Learner is built), so
+   transformers' gradient checkpointing takes effect; the no-grad pass runs in the caller's mode.
    A non-finite loss or gradient norm skips that optimiser step (no update, AdamW state
    untouched) and is counted in `skipped_updates`.
 
@@ -20,7 +25,8 @@ Teacher-forced passes (`Learner.forward`) put prompts left-padded and responses 
 every response starts at one column, with position ids counted from each row's first real token
 (as the rollout engine does), and score each response token at the sampling temperature. By default
 each distinct prompt runs once and its KV cache is shared by its responses (`share_prompts`),
-gradients flowing back through the cache.
+gradients flowing back through the cache; with gradient checkpointing that cache is a
+`_ReplayCache`, which a layer's replay in the backward pass leaves unchanged.
 
 The PPO critic is `ValueHead`, a linear head on the policy's last hidden state (a shared trunk, as
 TRL's `AutoModelForCausalLMWithValueHead`), trained by the same optimiser; veRL's separate critic

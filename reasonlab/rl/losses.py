@@ -312,9 +312,9 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
 
 # ----------------------------------------------------------------------------- logits reductions
 
-CHUNK_ELEMENTS = 1 << 24
-"""Default size of one chunk of the logits reductions: 2^24 float32 values (64 MiB), i.e. about 110
-positions of a 152k vocabulary (Qwen2.5's) or 32k of a 512-token one."""
+CHUNK_ELEMENTS = 1 << 22
+"""Default size of one chunk of the logits reductions: 2^22 float32 values (16 MiB), i.e. 27
+positions of a 152k vocabulary (Qwen2.5's) or 8k of a 512-token one."""
 
 
 class _ChunkedSoftmaxStats(torch.autograd.Function):
