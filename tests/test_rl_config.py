@@ -92,6 +92,12 @@ rollout:
             "did you mean 'cosine_length'",
         ),
         ("optim:\n  schedule: cosin\n", "optim.schedule", 6, "did you mean 'cosine'"),
+        (
+            "algorithm:\n  kl_coef: 0.01\n  kl_estimator: k1\n",
+            "algorithm.kl_estimator",
+            7,
+            "k1 as a loss (kl_in=loss) has zero expected gradient",
+        ),
     ],
 )
 def test_cross_field_errors_name_the_field_and_its_line(tmp_path, extra, field, line, message):
@@ -103,6 +109,15 @@ def test_cross_field_errors_name_the_field_and_its_line(tmp_path, extra, field, 
     assert err.value.field == field
     assert err.value.where == f"{path}:{line}"
     assert message in str(err.value)
+
+
+def test_k1_is_fine_in_the_reward_or_without_kl():
+    for extra in (["algorithm.kl_in=reward", "algorithm.kl_coef=0.01"], ["algorithm.kl_coef=0"]):
+        validate(load_config(TrainConfig, None, ["algorithm.kl_estimator=k1", *extra]))
+    with pytest.raises(ConfigError, match="use k2 .*KL\\(policy \\|\\| ref\\)"):
+        validate(
+            load_config(TrainConfig, None, ["algorithm.kl_estimator=k1", "algorithm.kl_coef=1"])
+        )
 
 
 def test_group_estimators_need_a_group(tmp_path):

@@ -137,9 +137,7 @@ def test_the_demo_rl_stream_never_reaches_a_held_out_problem():
     drawn = [ex for _ in range(cfg.run.steps) for ex in stream.take(cfg.batching.prompts_per_step)]
     assert len(drawn) == cfg.run.steps * cfg.batching.prompts_per_step
     assert not held_keys & split.key_set(COUNTDOWN, drawn)
-    assert not any(
-        split.in_held_out_share(COUNTDOWN, e, cfg.task.held_out_fraction) for e in drawn
-    )
+    assert not any(split.in_held_out_share(COUNTDOWN, e, cfg.task.held_out_fraction) for e in drawn)
     # the check has teeth: the same stream without exclusions draws evaluated problems, some with
     # their numbers in another order than the evaluated copy (what matching by text missed)
     raw = PromptStream(COUNTDOWN, seed=cfg.task.seed, params=cfg.task.params)

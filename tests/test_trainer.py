@@ -213,6 +213,37 @@ def test_gradient_accumulation_invariance(tiny_lm, agg):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-7, rtol=1e-4, msg=f"{name} ({agg})")
 
 
+def test_dr_grpo_loss_is_normalised_by_every_response_times_max_len(tiny_lm):
+    """Dr. GRPO (TRL dr_grpo): the update's gradient is that of -sum_{i,t} A_i logp_{i,t} /
+    (B * max_new_tokens) over all B responses, those emptied by overlong filtering included,
+    accumulated over micro-batches."""
+    from reasonlab.rl.advantages import compute_advantages
+
+    batch = fixed_batch()
+    assert 0 < batch.finish_reasons.count("length") < len(batch)
+    overrides = (
+        "algorithm.advantage=dr_grpo",
+        "algorithm.loss_agg=seq-mean-token-sum-norm",
+        "algorithm.overlong_filter=true",
+        "rollout.max_new_tokens=16",
+        "batching.micro_batch_size=2",
+    )
+    trained, _ = run_update(tiny_lm, batch, *overrides)
+    model = tiny.build_model(tiny_lm, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    cfg = load_config(TrainConfig, None, ["rollout.n=4", "batching.prompts_per_step=2"])
+    learner = Learner(model, build_optimizer(list(model.parameters()), cfg), cfg, pad_id=0)
+    lp = learner.forward(model, batch, list(range(len(batch))))["logprobs"]  # [8, T]
+    lengths = torch.tensor([len(c) for c in batch.completion_ids])
+    kept = torch.tensor([r != "length" for r in batch.finish_reasons])
+    mask = ((torch.arange(lp.shape[1])[None, :] < lengths[:, None]) & kept[:, None]).float()
+    advantages, _ = compute_advantages(
+        "dr_grpo", rewards=batch.rewards, response_mask=mask, group_size=4
+    )
+    (-(advantages * lp * mask).sum() / (len(batch) * 16)).backward()
+    for (name, a), b in zip(trained.named_parameters(), model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-7, rtol=1e-4, msg=name)
+
+
 def test_several_minibatches_epochs_and_ppo_with_value_head_run(tiny_lm):
     batch = fixed_batch()
     _, stats = run_update(
@@ -270,6 +301,86 @@ def test_shared_prompt_pass_equals_full_passes(tiny_lm):
         for row, n in enumerate(lengths):  # padding positions may differ; real tokens may not
             torch.testing.assert_close(shared[key][row, :n], full[key][row, :n], atol=2e-5, rtol=0)
     for a, b in zip(shared_grads, full_grads):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_update_runs_in_training_mode_with_dropout_disabled(tiny_lm):
+    """The learner disables dropout (TRL's disable_dropout) and runs its gradient passes in
+    training mode, where transformers applies gradient checkpointing; the logprobs are those of
+    eval mode, i.e. of the sampling policy."""
+    batch = fixed_batch()
+    cfg = load_config(TrainConfig, None, ["rollout.n=4", "batching.prompts_per_step=2"])
+    model = tiny.build_model(tiny_lm, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
+    model.config.attention_dropout = 0.5
+    for module in model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    model.eval()
+    learner = Learner(model, build_optimizer(list(model.parameters()), cfg), cfg, pad_id=0)
+    rows = list(range(len(batch)))
+    torch.manual_seed(0)
+    eval_lp = learner.forward(model, batch, rows)["logprobs"]
+    model.train()
+    train_lp = learner.forward(model, batch, rows)["logprobs"]
+    model.eval()
+    assert torch.equal(train_lp, eval_lp)
+    modes = []
+    hook = model.model.layers[0].mlp.register_forward_hook(
+        lambda module, args, out: modes.append((module.training, torch.is_grad_enabled()))
+    )
+    learner.update(batch, step=1)
+    hook.remove()
+    assert (True, True) in modes and all(training for training, grad in modes if grad)
+    assert not model.training  # the mode it had before the update
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_gradient_checkpointing_recomputes_and_keeps_prompt_sharing(tiny_lm, arch):
+    """With gradient checkpointing the update's layers are replayed in the backward pass (so the
+    flag saves memory), prompts are still shared, and the logprobs, entropies, values and
+    gradients are those of plain full passes."""
+    from reasonlab.models import enable_gradient_checkpointing
+
+    batch = fixed_batch(group_size=3, groups=3)
+    batch.completion_ids[4] = [7]
+    cfg = load_config(TrainConfig, None, ["rollout.temperature=0.7"])
+    rows = [0, 4, 5, 8, 1]
+    lengths = [len(batch.completion_ids[i]) for i in rows]
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).float()
+    results = []
+    for checkpointing in (True, False):
+        model = tiny.build_model(
+            tiny_lm, arch=arch, hidden_size=32, num_hidden_layers=2, num_attention_heads=2
+        )
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        head = ValueHead(32)
+        torch.nn.init.normal_(head.linear.weight, generator=torch.Generator().manual_seed(0))
+        learner = Learner(
+            model, build_optimizer(list(model.parameters()), cfg), cfg, pad_id=0, value_head=head
+        )
+        assert learner.share_prompts  # with checkpointing too
+        learner.share_prompts = checkpointing  # plain: full passes, the reference
+        calls = []
+        # a pre-hook: a replay stops once it has recomputed what the backward needs
+        hook = model.model.layers[0].mlp.register_forward_pre_hook(
+            lambda *_, seen=calls: seen.append(1)
+        )
+        model.train()
+        out = learner.forward(model, batch, rows, entropy=True, values=True)
+        forward_calls = len(calls)
+        loss = (out["logprobs"] * mask).sum() + (out["entropy"] * mask).sum()
+        (loss + (out["values"] * mask).sum()).backward()
+        hook.remove()
+        replays = len(calls) - forward_calls
+        assert replays == (forward_calls if checkpointing else 0)
+        grads = [p.grad.clone() for p in list(model.parameters()) + list(head.parameters())]
+        results.append((out, grads))
+    (ckpt, ckpt_grads), (full, full_grads) = results
+    for key in ("logprobs", "entropy", "values"):
+        for row, n in enumerate(lengths):
+            torch.testing.assert_close(ckpt[key][row, :n], full[key][row, :n], atol=2e-5, rtol=0)
+    for a, b in zip(ckpt_grads, full_grads):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 

@@ -111,9 +111,54 @@ def _check_tokenizer_round_trip(tokenizer: Any, folder: Path) -> None:
         )
 
 
+DROPOUT_NAMES = ("dropout", "layerdrop")
+"""Float attributes (of modules and of the model config) whose names contain one of these are
+dropout probabilities read in training mode (Llama's `attention_dropout`, OPT's `layerdrop`)."""
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout probability of `model` to 0, so training mode computes what eval mode
+    does (TRL's `disable_dropout_in_model`, which zeroes `nn.Dropout`; here also the float
+    `*dropout*` / `*layerdrop*` attributes that attention layers and configs read in training mode).
+    RL needs the update's logprobs to be the sampling policy's. Returns how many were non-zero."""
+    changed = 0
+    holders: list[Any] = list(model.modules())
+    if getattr(model, "config", None) is not None:
+        holders.append(model.config)
+    for holder in holders:
+        if isinstance(holder, torch.nn.modules.dropout._DropoutNd) and holder.p:
+            holder.p, changed = 0.0, changed + 1
+        for name, value in list(vars(holder).items()):
+            if isinstance(value, float) and value and any(key in name for key in DROPOUT_NAMES):
+                setattr(holder, name, 0.0)
+                changed += 1
+    return changed
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Turn on transformers' activation (gradient) checkpointing of every decoder layer,
+    non-reentrant (`use_reentrant=False`): what TRL uses too, and what lets gradients reach a KV
+    cache computed outside the layer (the RL learner's shared-prompt pass). Transformers checkpoints
+    only in training mode with gradients on, so the RL learner runs its update in training mode
+    (dropout disabled with `disable_dropout`)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def num_params(model: torch.nn.Module) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-__all__ = ["DTYPES", "load", "num_params", "save"]
+__all__ = [
+    "DROPOUT_NAMES",
+    "DTYPES",
+    "disable_dropout",
+    "enable_gradient_checkpointing",
+    "load",
+    "num_params",
+    "save",
+]

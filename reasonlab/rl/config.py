@@ -64,7 +64,9 @@ class ModelConfig:
     device: str = "auto"
     """cpu, cuda, cuda:1, ... or auto (cuda when available, else cpu)."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (saves memory on long responses)."""
+    """Recompute each decoder layer's activations in the backward pass (transformers, non-reentrant;
+    the update runs in training mode with dropout disabled): less memory on long responses, for
+    about one more forward pass. Prompt sharing (batching.share_prompts) still applies."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """The tiny model's shape (only read when `path` is `tiny`)."""
 
@@ -210,7 +212,9 @@ class AlgorithmConfig:
     kl_coef: float = 0.0
     """Weight of the KL to the reference model (0: no reference model is kept)."""
     kl_estimator: str = "k3"
-    """KL estimator: k1, k2 or k3 (GRPO's, veRL low_var_kl)."""
+    """KL estimator: k1, k2 or k3 (GRPO's, veRL low_var_kl). In the loss, k2's gradient is that of
+    KL(policy || ref), k3's that of KL(ref || policy); k1 (zero expected gradient) only in the
+    reward."""
     kl_in: str = "loss"
     """Where the KL goes: loss (GRPO, veRL use_kl_loss) or reward (PPO-RLHF, veRL use_kl_in_reward)."""
     ref_refresh_every: int = 0
@@ -283,8 +287,8 @@ class BatchingConfig:
     """Shuffle responses before cutting minibatches (each epoch, seeded by run.seed and step)."""
     share_prompts: bool = True
     """Run each distinct prompt through the model once per micro-batch and share its KV cache
-    among its responses (the same numbers as full passes, much less compute for long prompts;
-    full passes are used anyway with gradient checkpointing)."""
+    among its responses (the same numbers as full passes, much less compute for long prompts).
+    With gradient checkpointing it needs transformers >= 5 (else full passes are used)."""
     forward_batch_size: int | None = None
     """Responses per no-grad pass (old, reference logprobs; None: micro_batch_size)."""
 
@@ -514,6 +518,14 @@ def validate(
     one_of("algorithm.loss_agg", a.loss_agg, AGGREGATIONS.names())
     one_of("algorithm.kl_estimator", a.kl_estimator, KL_ESTIMATORS.names())
     one_of("algorithm.kl_in", a.kl_in, ("loss", "reward"))
+    if a.kl_coef > 0 and a.kl_in == "loss" and a.kl_estimator == "k1":
+        fail(
+            "algorithm.kl_estimator",
+            "k1 as a loss (kl_in=loss) has zero expected gradient: its gradient is grad log pi, "
+            "whose mean over samples from the policy is 0, so it pulls nothing towards the "
+            "reference; use k2 (the gradient of KL(policy || ref)) or k3 (that of KL(ref || "
+            "policy), GRPO's), or keep k1 with kl_in=reward",
+        )
     one_of("algorithm.old_logprobs", a.old_logprobs, ("recompute", "rollout"))
     if a.advantage in GROUP_ESTIMATORS and c.rollout.n < 2:
         fail(

@@ -20,6 +20,11 @@
    against the engine's sampling logprobs gives truncated IS weights and/or drops tokens or
    responses whose ratio leaves a band (`reasonlab.rl.losses.rollout_correction`); it forces the
    no-grad pass even for a single on-policy pass.
+   `seq-mean-token-sum-norm` (Dr. GRPO) divides by every response of the minibatch times
+   max_new_tokens, a constant (TRL's `dr_grpo`). The entropy comes from the same chunked pass as
+   the logprobs (`losses.logprobs_and_entropy`) and is only differentiated when entropy_coef > 0.
+   These passes run in training mode (dropout disabled in the model when the Learner is built), so
+   transformers' gradient checkpointing takes effect; the no-grad pass runs in the caller's mode.
    A non-finite loss or gradient norm skips that optimiser step (no update, AdamW state
    untouched) and is counted in `skipped_updates`.
 
@@ -27,7 +32,8 @@ Teacher-forced passes (`Learner.forward`) put prompts left-padded and responses 
 every response starts at one column, with position ids counted from each row's first real token
 (as the rollout engine does), and score each response token at the sampling temperature. By default
 each distinct prompt runs once and its KV cache is shared by its responses (`share_prompts`),
-gradients flowing back through the cache.
+gradients flowing back through the cache; with gradient checkpointing that cache is a
+`_ReplayCache`, which a layer's replay in the backward pass leaves unchanged.
 
 The PPO critic is `ValueHead`, a linear head on the policy's last hidden state (a shared trunk, as
 TRL's `AutoModelForCausalLMWithValueHead`), trained by the same optimiser; veRL's separate critic
@@ -37,14 +43,16 @@ model is not implemented.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from reasonlab.models import disable_dropout
 from reasonlab.records import Rollout
 from reasonlab.rl.advantages import compute_advantages
 from reasonlab.rl.config import TrainConfig
@@ -52,9 +60,9 @@ from reasonlab.rl.data import derive_seed
 from reasonlab.rl.distributed import Dist
 from reasonlab.rl.losses import (
     aggregate,
-    entropy_from_logits,
     high_entropy_mask,
     kl_penalty,
+    logprobs_and_entropy,
     overlong_mask,
     policy_loss,
     policy_loss_params,
@@ -171,7 +179,8 @@ class Learner:
         self.device = next(model.parameters()).device
         self.autocast_dtype = autocast_dtype
         self.keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
-        # a KV cache and gradient checkpointing do not mix in transformers: full passes then
+        # the update runs in training mode (transformers checkpoints only there): dropout off
+        disable_dropout(model)
         flag = next(
             (
                 n
@@ -180,8 +189,12 @@ class Learner:
             ),
             None,
         )
-        checkpointing = bool(getattr(model, flag)) if flag else False
-        self.share_prompts = config.batching.share_prompts and not checkpointing
+        self.checkpointing = bool(getattr(model, flag)) if flag else False
+        # transformers drops a KV cache in checkpointed layers unless they may keep it; the shared
+        # prompt pass then needs a cache that the backward replay of a layer leaves unchanged
+        self.share_prompts = config.batching.share_prompts and (
+            not self.checkpointing or _replayable_cache_supported(model)
+        )
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         alg = config.algorithm
         self.loss_params = {
@@ -210,12 +223,15 @@ class Learner:
         values: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced pass over `rows`: per completion token [b, T] logprobs (at the sampling
-        temperature), and optionally entropy and values. T = the longest completion in `rows`.
+        temperature), and optionally entropy (one chunked pass with the logprobs; differentiable,
+        but it costs no backward work unless a loss uses it) and values. T = the longest completion
+        in `rows`.
 
         With `batching.share_prompts` (the default), each distinct prompt goes through the model
         once and its KV cache is shared by its responses (gradients flow back through the cache),
         instead of once per response: the same numbers as a full pass over prompt + response, for
-        a fraction of the compute when prompts are long and `rollout.n` is large."""
+        a fraction of the compute when prompts are long and `rollout.n` is large. With gradient
+        checkpointing too (non-reentrant, transformers >= 5 layers that may keep a cache)."""
         prompts = [batch.prompt_ids[i] for i in rows]
         completions = [batch.completion_ids[i] for i in rows]
         with self._autocast():
@@ -226,9 +242,12 @@ class Learner:
         T = logits.shape[1]
         labels = _pad_ids(completions, T, self.pad_id, self.device)  # [b, T]
         temperature = self.config.rollout.temperature
-        result = {"logprobs": token_logprobs(logits, labels, temperature)}
+        # chunked over positions, forward and backward: no float32 copy of the [b, T, V] logits
         if entropy:
-            result["entropy"] = entropy_from_logits(logits.float() / temperature)
+            logprobs, entropies = logprobs_and_entropy(logits, labels, temperature)
+            result = {"logprobs": logprobs, "entropy": entropies}
+        else:
+            result = {"logprobs": token_logprobs(logits, labels, temperature)}
         if values:
             result["values"] = self.value_head(hidden)
         return result
@@ -269,34 +288,46 @@ class Learner:
         P = first.prompt_len
         prompt_mask = first.attention_mask[:, :P]
         extra: dict[str, Any] = {"logits_to_keep": 1} if self.keep_logits else {}
-        out = model(
-            input_ids=first.input_ids[:, :P],
-            attention_mask=prompt_mask,
-            position_ids=first.position_ids[:, :P],
-            use_cache=True,
-            output_hidden_states=values,
-            **extra,
-        )
+        replay = self.checkpointing and torch.is_grad_enabled() and model.training
+        if replay:  # our own cache, which checkpointed layers keep (see _ReplayCache)
+            cache_args: dict[str, Any] = {"past_key_values": _replay_cache_class()()}
+            use_cache = False  # the layers fill the given cache; no warning about it
+        else:
+            cache_args, use_cache = {}, True
+        with _layers_keep_cache(model, replay):
+            out = model(
+                input_ids=first.input_ids[:, :P],
+                attention_mask=prompt_mask,
+                position_ids=first.position_ids[:, :P],
+                use_cache=use_cache,
+                output_hidden_states=values,
+                **cache_args,
+                **extra,
+            )
         logits = out.logits[:, -1:].index_select(0, index)  # [b, 1, V]: predicts token 0
         hidden = out.hidden_states[-1][:, -1:].index_select(0, index) if values else None
         if T == 1:
             return logits, hidden
-        cache = out.past_key_values
-        cache.reorder_cache(index)  # [u, ...] -> [b, ...]
+        if replay:
+            cache = cache_args["past_key_values"].select(index)  # [u, ...] -> [b, ...], frozen
+        else:
+            cache = out.past_key_values
+            cache.reorder_cache(index)  # [u, ...] -> [b, ...]
         body = _pad_ids([c[: T - 1] for c in completions], T - 1, self.pad_id, self.device)
         body_mask = (
             torch.arange(T - 1, device=self.device)[None, :]
             < torch.tensor([min(len(c), T - 1) for c in completions], device=self.device)[:, None]
         ).long()  # [b, T - 1]
         start = first.position_ids[:, P - 1].index_select(0, index) + 1  # [b]
-        out = model(
-            input_ids=body,
-            attention_mask=torch.cat([prompt_mask.index_select(0, index), body_mask], dim=1),
-            position_ids=start[:, None] + torch.arange(T - 1, device=self.device)[None, :],
-            past_key_values=cache,
-            use_cache=True,
-            output_hidden_states=values,
-        )
+        with _layers_keep_cache(model, replay):
+            out = model(
+                input_ids=body,
+                attention_mask=torch.cat([prompt_mask.index_select(0, index), body_mask], dim=1),
+                position_ids=start[:, None] + torch.arange(T - 1, device=self.device)[None, :],
+                past_key_values=cache,
+                use_cache=use_cache,
+                output_hidden_states=values,
+            )
         logits = torch.cat([logits, out.logits], dim=1)  # [b, T, V]
         if values:
             hidden = torch.cat([hidden, out.hidden_states[-1]], dim=1)  # [b, T, H]
@@ -305,10 +336,14 @@ class Learner:
     # -- the step ----------------------------------------------------------------------------
 
     def _denominator(self, mask: torch.Tensor) -> torch.Tensor:
-        """The minibatch normaliser: valid tokens (token-mean) or responses with a valid token
-        (sequence modes), summed over ranks."""
-        if self.config.algorithm.loss_agg == "token-mean":
+        """The minibatch normaliser, summed over ranks: valid tokens (token-mean), every response
+        (seq-mean-token-sum-norm, Dr. GRPO's constant: empty ones too), or responses with a valid
+        token (the other sequence modes)."""
+        agg = self.config.algorithm.loss_agg
+        if agg == "token-mean":
             local = mask.sum()
+        elif agg == "seq-mean-token-sum-norm":
+            local = mask.shape[0]
         else:
             local = (mask.sum(dim=1) > 0).sum()
         total = self.dist.sum_scalar(local, self.device)
@@ -386,18 +421,19 @@ class Learner:
             for start in range(0, global_rows, minibatch):
                 chosen = order[start : start + minibatch]
                 local = [int(i) - offset for i in chosen if offset <= int(i) < offset + rows]
-                self._optimizer_step(
-                    batch,
-                    local,
-                    mask,
-                    advantages,
-                    returns,
-                    old_lp,
-                    ref_lp,
-                    old_values,
-                    stats,
-                    is_weights,
-                )
+                with _training_mode(self.model):  # for gradient checkpointing; dropout is off
+                    self._optimizer_step(
+                        batch,
+                        local,
+                        mask,
+                        advantages,
+                        returns,
+                        old_lp,
+                        ref_lp,
+                        old_values,
+                        stats,
+                        is_weights,
+                    )
         out = stats.reduce(self.dist, self.device)
         out["advantage_mean"] = float(advantages[mask_bool].mean()) if mask_bool.any() else 0.0
         out["entropy_coef"] = self._entropy_weight()
@@ -555,6 +591,106 @@ class Learner:
             stats.skipped += 1
             return
         self.optimizer.step()
+
+
+@contextlib.contextmanager
+def _training_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Training mode for the update (transformers applies gradient checkpointing only there; with
+    dropout disabled it computes what eval mode does), the previous mode restored after."""
+    was_training = model.training
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _checkpointed_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:  # transformers < 4.52
+        return []
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def _replayable_cache_supported(model: torch.nn.Module) -> bool:
+    """Whether the shared-prompt pass can run under this model's gradient checkpointing: its layers
+    honour `_can_checkpoint_with_cache` (transformers >= 5), the cache has per-layer states, and
+    the checkpoint is non-reentrant (a reentrant one would send no gradient to the prompt's KV
+    cache, which is not an explicit input of the layer)."""
+    try:
+        from transformers.cache_utils import DynamicCache
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:
+        return False
+    if not hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache"):
+        return False
+    if not hasattr(DynamicCache(), "layers"):
+        return False
+    layers = _checkpointed_layers(model)
+    funcs = [getattr(m, "_gradient_checkpointing_func", None) for m in layers]
+    return bool(layers) and all(
+        isinstance(f, functools.partial) and f.keywords.get("use_reentrant") is False for f in funcs
+    )
+
+
+@contextlib.contextmanager
+def _layers_keep_cache(model: torch.nn.Module, keep: bool) -> Iterator[None]:
+    """Let checkpointed layers keep the KV cache they are given (transformers otherwise drops it
+    in training mode, as replaying a layer in the backward pass would write its cache twice); only
+    with a `_ReplayCache`, whose states a replay leaves unchanged. The flag is read when a layer is
+    called, not when it is replayed."""
+    layers = _checkpointed_layers(model) if keep else []
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer._can_checkpoint_with_cache  # back to the class's value
+
+
+@functools.cache
+def _replay_cache_class() -> type:
+    """`_ReplayCache`, a transformers `DynamicCache` that gradient checkpointing can replay.
+
+    A checkpointed layer runs its forward twice: in the forward pass and again in the backward
+    pass, to recompute what it did not store. A `DynamicCache` would append the layer's keys and
+    values a second time. This one never grows a layer that holds states already: while recording
+    (the prompt pass) a replay overwrites them with the same values; once `select`ed for the
+    responses (frozen) it returns prompt states ++ new states and stores nothing, so a replay sees
+    the prompt exactly as the forward pass did. Gradients flow from the responses' attention back
+    into the prompt's keys and values (`index_select` and `cat` are differentiable)."""
+    from transformers.cache_utils import DynamicCache
+
+    class _ReplayCache(DynamicCache):
+        frozen = False
+
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            if layer_idx < len(self.layers) and self.layers[layer_idx].get_seq_length() > 0:
+                layer = self.layers[layer_idx]
+                if self.frozen:  # [b, heads, P + t, head_dim]
+                    return (
+                        torch.cat([layer.keys, key_states], dim=-2),
+                        torch.cat([layer.values, value_states], dim=-2),
+                    )
+                layer.keys, layer.values = key_states, value_states  # a replayed prompt pass
+                return key_states, value_states
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+        def select(self, index: torch.Tensor) -> _ReplayCache:
+            """A frozen copy with rows `index` of each layer's states ([u, ...] -> [b, ...])."""
+            out = _ReplayCache()
+            for i, layer in enumerate(self.layers):
+                keys, values = (
+                    layer.keys.index_select(0, index),
+                    layer.values.index_select(0, index),
+                )
+                DynamicCache.update(out, keys, values, i)
+            out.frozen = True
+            return out
+
+    return _ReplayCache
 
 
 def _kw(agg: dict[str, Any]) -> dict[str, Any]:

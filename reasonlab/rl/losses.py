@@ -16,8 +16,12 @@ the loss. The per-token loss and its *aggregation* into a scalar are kept apart 
   weights and rejection of tokens or responses whose pi_old / pi_rollout leaves a band).
 - `value_loss`: PPO's clipped value loss.
 - `kl_penalty`: the k1 / k2 / k3 estimators of KL(pi || pi_ref) from one sample
-  (Schulman 2020, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html).
-- `token_logprobs`, `entropy_from_logits`: memory-light reductions of [B, T, V] logits.
+  (Schulman 2020, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html); as a
+  *loss* their gradients differ: k1's is zero in expectation, k2's is that of KL(pi || pi_ref),
+  k3's that of KL(pi_ref || pi) (see `kl_penalty`).
+- `logprobs_and_entropy` (and `token_logprobs`, `entropy_from_logits`): reductions of [B, T, V]
+  logits chunked in the forward and backward passes, so a large vocabulary does not multiply the
+  peak memory.
 - `overlong_mask` (DAPO overlong filtering) and `groups_with_signal` (DAPO dynamic sampling).
 """
 
@@ -56,15 +60,18 @@ def aggregate(
     - `seq-mean-token-mean`: (1/S) sum_i (sum_t m l / |m_i|) (each response weighs the same;
       the original GRPO objective).
     - `seq-mean-token-sum`: (1/S) sum_i sum_t m l.
-    - `seq-mean-token-sum-norm`: (1/S) sum_i sum_t m l / max_len, max_len a constant such as
-      max_new_tokens (Dr. GRPO, Liu et al. 2025: no per-response length normalisation). Dr. GRPO's
-      code sums over responses instead of averaging; the mean only rescales by the batch size and
-      keeps the learning rate independent of it.
+    - `seq-mean-token-sum-norm`: sum_{i,t} m l / (B * max_len), B the number of responses *all*
+      counted (an empty or masked-out response included) and max_len a constant such as
+      max_new_tokens: Dr. GRPO (Liu et al. 2025, arXiv:2503.20783) drops the per-response length
+      normalisation, so the normaliser must not depend on the data; this is TRL's `dr_grpo` loss
+      (sum / (batch_size * max_completion_length)).
 
-    S is the number of responses with at least one valid token. `denominator`, when given,
-    replaces N (token modes) or S (sequence modes): pass the count over the *whole* mini-batch, so
-    the losses of its micro-batches (and of data-parallel ranks) add up to the mini-batch loss.
-    With DDP, whose all-reduce averages gradients over W ranks, also multiply the loss by W.
+    S is the number of responses with at least one valid token (a response the mask empties, e.g.
+    by overlong filtering, does not count), except in `seq-mean-token-sum-norm` (B, every row).
+    `denominator`, when given, replaces N (token-mean), S or B (sequence modes): pass the count over
+    the *whole* mini-batch, so the losses of its micro-batches (and of data-parallel ranks) add up
+    to the mini-batch loss. With DDP, whose all-reduce averages gradients over W ranks, also
+    multiply the loss by W.
     """
     if loss_mat.shape != mask.shape or loss_mat.dim() != 2:
         raise ValueError(
@@ -119,8 +126,9 @@ def _seq_mean_token_sum_norm(
             "loss aggregation 'seq-mean-token-sum-norm' (Dr. GRPO) needs max_len > 0, the constant "
             f"that replaces each response's length (e.g. max_new_tokens); got {max_len}"
         )
-    per_seq = (loss_mat * mask).sum(dim=1) / max_len  # [B]
-    return per_seq.sum() / _count_or(denominator, _sequence_count(mask))
+    # a constant normaliser: every row counts, whatever its length (an empty one too)
+    rows = mask.new_tensor(float(mask.shape[0]))
+    return (loss_mat * mask).sum() / max_len / _count_or(denominator, rows)
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -728,11 +736,14 @@ def value_loss(
 
     Per token (V = values with grad, V_old = old_values, R = returns, all [B, T]):
 
-        l = 0.5 * max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2)
+        l = 0.5 * max((V - R)^2, (clamp(V, V_old - clip, V_old + clip) - R)^2)
 
-    (`clip=None`: l = 0.5 * (V - R)^2). Returns the scalar loss [] and detached stats:
-    `vf_clip_fraction` (tokens where the clipped term is larger), `vf_explained_variance`
-    (1 - Var(R - V) / Var(R) over valid tokens), `values_mean`.
+    (`clip=None`: l = 0.5 * (V - R)^2). The values themselves are clamped (not V_old plus a clamped
+    difference, which rounds one float step away from V), so a token inside the clip range has
+    exactly equal terms. Returns the scalar loss [] and detached stats: `vf_clip_fraction` (tokens
+    where the clipped term is strictly larger, i.e. the active one, veRL's `vf_clipfrac`: only
+    tokens outside the clip range can count), `vf_explained_variance` (1 - Var(R - V) / Var(R) over
+    valid tokens), `values_mean`.
     """
     if not (values.shape == old_values.shape == returns.shape == mask.shape):
         raise ValueError(
@@ -745,7 +756,7 @@ def value_loss(
     if clip is None:
         loss_mat, is_clipped = squared, torch.zeros_like(mask, dtype=torch.bool)
     else:
-        clipped_values = old_values + (values - old_values).clamp(-clip, clip)
+        clipped_values = torch.clamp(values, old_values - clip, old_values + clip)
         squared_clipped = (clipped_values - returns) ** 2
         loss_mat = torch.maximum(squared, squared_clipped)
         is_clipped = squared_clipped > squared
@@ -792,6 +803,19 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
       result to [-10, 10] (as veRL's `low_var_kl`), so a token the reference finds impossible cannot
       blow up the loss; a clamped token gets zero gradient.
 
+    As a value (kl_in=reward, or logged) each estimates KL(pi || pi_ref). As a *loss* on tokens
+    sampled from pi (the sampling not differentiated), the expected gradients are, with
+    g = grad log pi(x) and E_pi[g] = 0 (Tang & Munos 2025, "On a few pitfalls in KL divergence
+    gradient estimation for RL", arXiv:2506.09477; per token, each token's own distribution, not
+    the effect on later tokens):
+
+    - k1: E_pi[g] = 0. No pull towards the reference at all, only noise; the config refuses it
+      with kl_in=loss.
+    - k2: E_pi[(log pi - log pi_ref) g] = grad KL(pi || pi_ref), the reverse KL the value estimates.
+    - k3: E_pi[(1 - pi_ref / pi) g] = -sum_x pi_ref(x) grad log pi(x) = grad KL(pi_ref || pi), the
+      *forward* KL (mass-covering), not the KL it estimates as a value. GRPO and veRL's
+      `low_var_kl` use it so; pick k2 for the gradient of KL(pi || pi_ref).
+
     logprobs (with grad when the KL is in the loss) and ref_logprobs: [B, T].
     """
     if logprobs.shape != ref_logprobs.shape:
@@ -804,24 +828,86 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
 
 # ----------------------------------------------------------------------------- logits reductions
 
-
-def _row_chunks(logits: Tensor, chunk_rows: int) -> tuple[Tensor, list[slice]]:
-    flat = logits.reshape(-1, logits.shape[-1])  # [B*T, V]
-    rows = flat.shape[0]
-    return flat, [slice(start, start + chunk_rows) for start in range(0, rows, chunk_rows)]
+CHUNK_ELEMENTS = 1 << 22
+"""Default size of one chunk of the logits reductions: 2^22 float32 values (16 MiB), i.e. 27
+positions of a 152k vocabulary (Qwen2.5's) or 8k of a 512-token one."""
 
 
-def token_logprobs(
-    logits: Tensor, labels: Tensor, temperature: float = 1.0, *, chunk_rows: int = 1024
-) -> Tensor:
-    """log softmax(logits / temperature)[label] per position: logits [B, T, V], labels [B, T] ->
-    [B, T] float32.
+class _ChunkedSoftmaxStats(torch.autograd.Function):
+    """Per position of logits z [N, V] at temperature tau (p = softmax(z / tau)): the label's
+    logprob log p_y and the entropy H = -sum_v p_v log p_v, both [N], one chunk of rows at a time
+    in float32 (float64 for float64 logits), forward and backward.
 
-    Divide by the sampling temperature so the result is the sampling distribution's logprob.
-    Memory-light: computed as logit[label] - logsumexp(logits) in float32 over chunks of
-    `chunk_rows` positions, so no [B, T, V] log-softmax is materialised. Without grad only one
-    chunk's float32 copy exists at a time; with grad, autograd keeps each chunk's float32 input to
-    logsumexp for the backward pass (no copy at all for float32 logits at temperature 1).
+    Backward, per chunk (the chunk's softmax recomputed from the logits and the saved logsumexp):
+        dlog p_y / dz_v = (1[v = y] - p_v) / tau,    dH / dz_v = -p_v (log p_v + H) / tau.
+    So beyond the logits and their gradient (which the lm_head's backward needs anyway), only one
+    chunk's float32 blocks exist at a time: no float32 copy, softmax or log-softmax of the whole
+    [N, V] is kept for the backward pass, and an output that is not differentiated (the entropy when
+    it is only logged) costs no backward work at all.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, temperature, chunk_rows):  # type: ignore[override]
+        rows = logits.shape[0]  # logits [N, V], labels [N]
+        dtype = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64
+        logprobs = torch.empty(rows, dtype=dtype, device=logits.device)
+        entropy = torch.empty_like(logprobs)
+        lse = torch.empty_like(logprobs)
+        for start in range(0, rows, chunk_rows):
+            part = slice(start, start + chunk_rows)
+            z = logits[part].to(dtype) / temperature  # [c, V]
+            lse[part] = torch.logsumexp(z, dim=-1)
+            logprobs[part] = z.gather(-1, labels[part, None])[:, 0] - lse[part]
+            z.sub_(lse[part, None])  # log p [c, V]
+            entropy[part] = -(z.exp() * z).sum(dim=-1)
+        ctx.save_for_backward(logits, labels, lse, entropy)
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
+        ctx.set_materialize_grads(False)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):  # type: ignore[override]
+        logits, labels, lse, entropy = ctx.saved_tensors
+        if grad_logprobs is None and grad_entropy is None:
+            return None, None, None, None
+        tau, chunk_rows = ctx.temperature, ctx.chunk_rows
+        grad = torch.empty_like(logits)  # [N, V], the logits' dtype
+        for start in range(0, logits.shape[0], chunk_rows):
+            part = slice(start, start + chunk_rows)
+            log_p = logits[part].to(lse.dtype) / tau - lse[part, None]  # [c, V]
+            p = log_p.exp()
+            if grad_entropy is not None:  # -p (log p + H) dL/dH, in log_p's memory
+                g = log_p.add_(entropy[part, None]).mul_(p).mul_(-grad_entropy[part, None])
+                if grad_logprobs is not None:
+                    g.sub_(p.mul_(grad_logprobs[part, None]))
+            else:
+                g = p.mul_(-grad_logprobs[part, None])
+            if grad_logprobs is not None:  # + 1[v = y] dL/dlog p_y
+                g.scatter_add_(-1, labels[part, None], grad_logprobs[part, None])
+            grad[part] = g.div_(tau)
+        return grad, None, None, None
+
+
+def _chunk_rows(vocab: int, chunk_rows: int | None) -> int:
+    if chunk_rows is None:
+        return max(1, CHUNK_ELEMENTS // max(1, vocab))
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    return chunk_rows
+
+
+def logprobs_and_entropy(
+    logits: Tensor, labels: Tensor, temperature: float = 1.0, *, chunk_rows: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """log softmax(logits / temperature)[label] and the entropy of softmax(logits / temperature)
+    per position: logits [B, T, V], labels [B, T] -> ([B, T], [B, T]) float32, both differentiable.
+
+    Divide by the sampling temperature so these are the sampling distribution's. Computed in
+    float32 over chunks of `chunk_rows` positions (default: `CHUNK_ELEMENTS` values per chunk) in
+    the forward *and* the backward pass (`_ChunkedSoftmaxStats`), so the memory beyond the logits
+    and their gradient is one chunk, whatever the vocabulary: no [B, T, V] float32 copy,
+    log-softmax or softmax is materialised or kept for backward. Either output may be left out of
+    the loss (the entropy when only logged): it then costs nothing in the backward pass.
     """
     if temperature <= 0:
         raise ValueError(
@@ -832,36 +918,34 @@ def token_logprobs(
             f"logits [B, T, V] and labels [B, T] disagree: {tuple(logits.shape)} vs "
             f"{tuple(labels.shape)}"
         )
-    flat, chunks = _row_chunks(logits, chunk_rows)
-    flat_labels = labels.reshape(-1, 1)  # [B*T, 1]
-    pieces = []
-    for rows in chunks:
-        scaled = flat[rows].float()  # [chunk, V]
-        if temperature != 1.0:
-            scaled = scaled / temperature
-        picked = scaled.gather(-1, flat_labels[rows]).squeeze(-1)  # [chunk]
-        pieces.append(picked - torch.logsumexp(scaled, dim=-1))
-    return torch.cat(pieces).view(labels.shape)
+    vocab = logits.shape[-1]
+    flat = logits.reshape(-1, vocab)  # [B*T, V]
+    flat_labels = labels.reshape(-1).to(device=logits.device, dtype=torch.long)  # [B*T]
+    logprobs, entropy = _ChunkedSoftmaxStats.apply(
+        flat, flat_labels, float(temperature), _chunk_rows(vocab, chunk_rows)
+    )
+    return logprobs.view(labels.shape), entropy.view(labels.shape)
+
+
+def token_logprobs(
+    logits: Tensor, labels: Tensor, temperature: float = 1.0, *, chunk_rows: int | None = None
+) -> Tensor:
+    """log softmax(logits / temperature)[label] per position: logits [B, T, V], labels [B, T] ->
+    [B, T] float32 (the sampling distribution's logprob); chunked forward and backward as
+    `logprobs_and_entropy`."""
+    return logprobs_and_entropy(logits, labels, temperature, chunk_rows=chunk_rows)[0]
 
 
 def entropy_from_logits(
-    logits: Tensor, temperature: float = 1.0, *, chunk_rows: int = 1024
+    logits: Tensor, temperature: float = 1.0, *, chunk_rows: int | None = None
 ) -> Tensor:
-    """Entropy H = logsumexp(z) - sum_v softmax(z)_v z_v of each position's distribution:
-    logits [B, T, V] -> [B, T] float32. Differentiable (for an entropy bonus); chunked over
-    positions like `token_logprobs`, so under no_grad only one chunk's float32 softmax exists at a
-    time. `temperature` divides the logits chunk by chunk first (the sampling distribution's
-    entropy) without a whole float32 copy of them."""
+    """Entropy H = -sum_v p_v log p_v of p = softmax(logits / temperature) at each position:
+    logits [B, T, V] -> [B, T] float32, differentiable; chunked forward and backward as
+    `logprobs_and_entropy` (use that one when the logprobs are needed too: one pass for both)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    flat, chunks = _row_chunks(logits, chunk_rows)
-    pieces = []
-    for rows in chunks:
-        z = flat[rows].float()  # [chunk, V]
-        if temperature != 1.0:
-            z = z / temperature
-        pieces.append(torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(dim=-1))
-    return torch.cat(pieces).view(logits.shape[:-1])
+    labels = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
+    return logprobs_and_entropy(logits, labels, temperature, chunk_rows=chunk_rows)[1]
 
 
 # ----------------------------------------------------------------------------- DAPO helpers

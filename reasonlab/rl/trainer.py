@@ -30,8 +30,10 @@ One step, as implemented (the names are veRL's and TRL's):
 What is kept simple, on purpose:
 
 - The PPO critic is a linear value head on the policy (`reasonlab.rl.learner.ValueHead`).
-- Dropout is off throughout (the model stays in eval mode, as TRL and veRL disable dropout for RL),
-  so the logprobs of the update match those of sampling.
+- Dropout is disabled in the model (every dropout probability set to 0, as TRL's
+  `disable_dropout` and veRL do for RL), so the logprobs of the update match those of sampling;
+  the update runs in training mode, where transformers applies gradient checkpointing
+  (`model.gradient_checkpointing`, non-reentrant), and everything else in eval mode.
 - The learning-rate schedule advances once per RL step (warm-up and decay are counted in steps).
 - Weights and AdamW states stay float32; `model.dtype` bfloat16/float16 is the autocast compute
   dtype on CUDA (veRL's FSDP mixed precision keeps fp32 master weights the same way).
@@ -65,6 +67,7 @@ import torch
 
 from reasonlab.analysis.dynamics import step_metrics
 from reasonlab.io import read_jsonl, write_jsonl
+from reasonlab.models import enable_gradient_checkpointing
 from reasonlab.records import Example, Rollout, Scored, Verdict
 from reasonlab.rl.checkpoint import (
     latest_checkpoint,
@@ -312,10 +315,9 @@ class Trainer:
             )
         self.device = resolve_device(cfg.model.device)
         self.model, self.tokenizer = self._load_model(model, tokenizer, checkpoint)
-        self.model.eval()  # dropout off: see the module docstring
+        self.model.eval()  # the Learner disables dropout and trains in training mode
         if cfg.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
-            self.model.config.use_cache = False
+            enable_gradient_checkpointing(self.model)
         self.value_head = None
         if cfg.algorithm.advantage == "gae":
             hidden = self.model.config.hidden_size
