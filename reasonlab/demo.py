@@ -93,6 +93,7 @@ def run_demo(
     eval_examples: int = 100,
     eval_samples: int = 4,
     seed: int = 0,
+    rl_seed: int | None = None,
     log=print,
 ) -> dict[str, Any]:
     """Run the demo into `out`; returns the summary also written to `out/summary.json`.
@@ -102,7 +103,9 @@ def run_demo(
     summary.json, summary.md and report.html (`reasonlab.analysis.report`).
 
     `pretrain` overrides entries of `DEMO_PRETRAIN` (e.g. {"steps": 600} for a quick run);
-    `overrides` are `key=value` overrides of the RL recipe.
+    `overrides` are `key=value` overrides of the RL recipe. `seed` seeds the base model (corpus,
+    weights, batches) and, unless `rl_seed` is given, the RL run (prompt stream and sampling); the
+    held-out problems are the recipe's (`task.eval_seed`), the same for every seed.
     """
     from reasonlab import models, tasks
     from reasonlab.analysis.plots import plot_training
@@ -144,7 +147,7 @@ def run_demo(
     if (out / "rl").exists():  # a demo run is one piece: only the base model is reused
         log(f"replacing the previous RL run in {out / 'rl'}")
         shutil.rmtree(out / "rl")
-    cfg.run.seed = seed
+    cfg.run.seed = cfg.task.seed = seed if rl_seed is None else rl_seed
     rl_start = time.perf_counter()
     trainer = Trainer(cfg, model=model, tokenizer=tokenizer, eval_examples=held)
     trainer.train()
@@ -169,6 +172,7 @@ def run_demo(
         "policy": "final step",
         "eval_samples": eval_samples,
         "seed": seed,
+        "rl_seed": cfg.run.seed,
         "base_model": {
             "settings_hash": record["settings_hash"],
             "num_params": record["train"]["num_params"],

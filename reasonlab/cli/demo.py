@@ -13,7 +13,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the base model and of RL")
+    p.add_argument(
+        "--rl-seed",
+        type=int,
+        default=None,
+        help="seed of the RL run alone (prompt stream, sampling): re-run RL on the cached base",
+    )
     p.add_argument("--eval", type=int, default=100, help="held-out problems")
     p.add_argument(
         "--eval-samples", type=int, default=4, help="samples per problem at T=1 (0: greedy only)"
@@ -35,5 +41,6 @@ def run(args: argparse.Namespace) -> int:
         eval_examples=args.eval,
         eval_samples=args.eval_samples,
         seed=args.seed,
+        rl_seed=args.rl_seed,
     )
     return 0
