@@ -93,7 +93,7 @@ class TaskConfig:
     eval_size: int = 64
     """Held-out evaluation examples (never trained on)."""
     eval_seed: int = 1_000_003
-    """Seed of the held-out examples; must differ from `seed`."""
+    """Seed of the held-out examples; must differ from `seed` unless a held-out share is set."""
     held_out_fraction: float = 0.0
     """Share of the problem space (a stable hash of each problem's `task.key`) reserved for
     evaluation: the held-out examples are drawn from it and the training stream never draws from
@@ -486,7 +486,11 @@ def validate(
         fail("task.where", "filters a file-backed split: set task.split too")
     if not 0.0 <= c.task.held_out_fraction < 1.0:
         fail("task.held_out_fraction", f"must be in [0, 1), got {c.task.held_out_fraction}")
-    if c.task.eval_seed == c.task.seed and c.task.eval_split is None:
+    if (
+        c.task.eval_seed == c.task.seed
+        and c.task.eval_split is None
+        and not c.task.held_out_fraction
+    ):
         fail("task.eval_seed", f"must differ from task.seed ({c.task.seed}): eval must be held out")
     # rewards
     if c.rewards.scheme is None and not c.rewards.terms and not extra_rewards:
