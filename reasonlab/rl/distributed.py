@@ -64,12 +64,15 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def local_slice(self, count: int) -> slice:
-        """This rank's contiguous share of `count` items (count divisible by world_size)."""
-        if count % self.world_size:
+    def local_slice(self, count: int, *, even: bool = True) -> slice:
+        """This rank's contiguous share of `count` items, in rank order. even=True: count must be
+        divisible by world_size; even=False: the first `count % world_size` ranks take one more
+        (a rank may get none)."""
+        if even and count % self.world_size:
             raise ValueError(f"{count} items do not split evenly over {self.world_size} ranks")
-        share = count // self.world_size
-        return slice(self.rank * share, (self.rank + 1) * share)
+        share, extra = divmod(count, self.world_size)
+        start = self.rank * share + min(self.rank, extra)
+        return slice(start, start + share + (self.rank < extra))
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """In place; returns the tensor. op: sum, max or min."""
