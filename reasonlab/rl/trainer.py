@@ -8,14 +8,16 @@ One step, as implemented (the names are veRL's and TRL's):
 1. **Prompts** come from a deterministic data stream (`PromptStream`) whose position is saved in
    every checkpoint, so a resumed run sees the same prompts as an uninterrupted one.
 2. **Rollouts**: `rollout.n` responses per prompt from the engine (the policy itself with the `hf`
-   engine), each generate call seeded by (run.seed, step, round, rank).
+   engine); prompt i of a step is sampled with its own seed (run.seed, step, i) (`Prompt.seed`), so
+   what it samples does not depend on the other prompts of the batch or on the number of ranks.
 3. **Scores**: the task's verifier gives a `Verdict` per response; the reward is a weighted sum of
    terms (the accuracy scheme of `rewards.scheme`, which reads the verdicts, plus `rewards.terms`),
    every component logged on its own.
 4. **Dynamic sampling** (DAPO, Yu et al. 2025, sec. 3.2; optional): groups whose rewards are all
-   equal have zero group-relative advantage; they are dropped and more prompts sampled, up to
-   `max_refill_rounds` extra rounds; the batch is then cut to `prompts_per_step` groups (or what was
-   kept, when fewer).
+   equal have zero group-relative advantage; they are dropped and more prompts sampled (as many as
+   groups are still missing), up to `max_refill_rounds` extra rounds; the batch is then cut to
+   `prompts_per_step` groups (or what was kept, when fewer). Under data parallelism every decision
+   is made on the global batch (see `Trainer._collect`), so W ranks train on one process's batch.
 5. **Update** (`reasonlab.rl.learner.Learner`): a no-grad pass (pi_old, reference logprobs,
    values), advantages with `compute_advantages`, then `ppo_epochs` passes of minibatch AdamW
    steps with gradient accumulation normalised by whole-minibatch counts; see that module. A
