@@ -17,15 +17,13 @@ Run as a script (`python tests/test_distributed.py`), this file is the worker of
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from ranks import launch_ranks, wait_ranks
 
 from reasonlab.config import load_config
 from reasonlab.models import tiny
@@ -132,38 +130,9 @@ def train(recipe: str, dist: Dist) -> dict[str, torch.Tensor]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_ranks_make_the_update_of_one_process_with_the_combined_batch(tmp_path):
-    port = _free_port()
-    procs = []
-    for rank in range(WORLD):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, __file__, str(tmp_path / f"rank{rank}.pt")],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    for proc in procs:
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, output
+    wait_ranks(launch_ranks(lambda rank: [__file__, str(tmp_path / f"rank{rank}.pt")], WORLD))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     initial = train_nothing()
     for recipe in sorted(RECIPES):

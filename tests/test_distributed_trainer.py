@@ -30,14 +30,12 @@ rank; a JOB is `full=DIR` (a whole run), `cut=DIR` (the stopped run) or `resume=
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from ranks import launch_ranks, wait_ranks
 from safetensors.torch import load_file
 
 from reasonlab.config import load_config
@@ -120,33 +118,6 @@ def _weights(run: Path, step: int = STEPS) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoints" / f"step_{step:06d}" / "model" / "model.safetensors"))
 
 
-def _launch(*jobs: str) -> list[subprocess.Popen]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(WORLD):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, __file__, *jobs],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    return procs
-
-
 def _round_sizes(rows: list[dict], group_size: int, target: int) -> list[int]:
     """Replays DAPO's refill rule on one step's logged responses (all of them, in sampling order):
     each round draws `target - kept` prompts, kept counted over the whole batch."""
@@ -164,11 +135,11 @@ def _round_sizes(rows: list[dict], group_size: int, target: int) -> list[int]:
 @pytest.mark.slow
 def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tmp_path):
     full, cut, single = tmp_path / "full", tmp_path / "cut", tmp_path / "single"
-    procs = _launch(f"full={full}", f"cut={cut}", f"resume={cut}")
+    procs = launch_ranks(
+        lambda rank: [__file__, f"full={full}", f"cut={cut}", f"resume={cut}"], WORLD
+    )
     trainer(single, Dist.single()).train()  # meanwhile, here
-    for rank, proc in enumerate(procs):
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"rank {rank} exited {proc.returncode}:\n{output}"
+    wait_ranks(procs)
     stopped = json.loads((cut / "stopped.json").read_text())
     assert stopped == {
         "steps_logged": list(range(1, STOP_AT + 1)),
