@@ -160,6 +160,17 @@ def test_dist_single_is_a_no_op():
     assert d.local_slice(6) == slice(0, 6) and d.is_main and not d.enabled
 
 
+def test_local_slice_shares_out_in_rank_order():
+    """Even shares by default (an error otherwise); uneven ones, the first ranks taking one more,
+    for a dynamic-sampling refill block (a rank may get none)."""
+    assert [Dist(r, 3).local_slice(6) for r in range(3)] == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    with pytest.raises(ValueError, match="7 items do not split evenly over 3 ranks"):
+        Dist(0, 3).local_slice(7)
+    uneven = [Dist(r, 3).local_slice(7, even=False) for r in range(3)]
+    assert uneven == [slice(0, 3), slice(3, 5), slice(5, 7)]
+    assert [Dist(r, 2).local_slice(1, even=False) for r in range(2)] == [slice(0, 1), slice(1, 1)]
+
+
 if __name__ == "__main__":  # one rank of the test above
     torch.set_num_threads(1)
     dist = Dist.from_env()
