@@ -17,15 +17,13 @@ Run as a script (`python tests/test_distributed.py`), this file is the worker of
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from ranks import launch_ranks, wait_ranks
 
 from reasonlab.config import load_config
 from reasonlab.models import tiny
@@ -132,38 +130,9 @@ def train(recipe: str, dist: Dist) -> dict[str, torch.Tensor]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_ranks_make_the_update_of_one_process_with_the_combined_batch(tmp_path):
-    port = _free_port()
-    procs = []
-    for rank in range(WORLD):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, __file__, str(tmp_path / f"rank{rank}.pt")],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    for proc in procs:
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, output
+    wait_ranks(launch_ranks(lambda rank: [__file__, str(tmp_path / f"rank{rank}.pt")], WORLD))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     initial = train_nothing()
     for recipe in sorted(RECIPES):
@@ -189,6 +158,17 @@ def test_dist_single_is_a_no_op():
     assert d.all_reduce(t).tolist() == [1.0, 2.0]
     assert d.all_gather_rows(t) is t
     assert d.local_slice(6) == slice(0, 6) and d.is_main and not d.enabled
+
+
+def test_local_slice_shares_out_in_rank_order():
+    """Even shares by default (an error otherwise); uneven ones, the first ranks taking one more,
+    for a dynamic-sampling refill block (a rank may get none)."""
+    assert [Dist(r, 3).local_slice(6) for r in range(3)] == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    with pytest.raises(ValueError, match="7 items do not split evenly over 3 ranks"):
+        Dist(0, 3).local_slice(7)
+    uneven = [Dist(r, 3).local_slice(7, even=False) for r in range(3)]
+    assert uneven == [slice(0, 3), slice(3, 5), slice(5, 7)]
+    assert [Dist(r, 2).local_slice(1, even=False) for r in range(2)] == [slice(0, 1), slice(1, 1)]
 
 
 if __name__ == "__main__":  # one rank of the test above

@@ -158,9 +158,36 @@ def test_seeds_make_samples_reproducible(model, tokenizer):
     ]
 
 
+def test_prompt_seeds_make_samples_independent_of_the_batch(model, tokenizer):
+    """With `Prompt.seed`, a prompt samples the same responses alone, with other prompts, in
+    another order or in chunks of rows that split its group (what a data-parallel rank holding
+    part of the prompts needs)."""
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=5)
+    prompts = [Prompt(text, f"ex-{i}", seed=100 + i) for i, text in enumerate(PROMPTS)]
+    together = HFEngine(model, tokenizer).generate(prompts, params)
+    by_prompt = {p.example_id: [] for p in prompts}
+    for r in together:
+        by_prompt[r.example_id].append(r.completion_ids)
+    for prompt in prompts:
+        alone = HFEngine(model, tokenizer).generate([prompt], params)
+        assert [r.completion_ids for r in alone] == by_prompt[prompt.example_id]
+    shuffled = HFEngine(model, tokenizer, batch_size=2).generate(prompts[::-1], params)
+    assert [r.completion_ids for r in shuffled] == [
+        ids for p in prompts[::-1] for ids in by_prompt[p.example_id]
+    ]
+    # the n samples of a prompt are different draws, and the seed is what decides them
+    assert len({tuple(ids) for ids in by_prompt["ex-0"]}) > 1
+    reseeded = [Prompt(p.text, p.example_id, seed=p.seed + 1) for p in prompts]
+    other = HFEngine(model, tokenizer).generate(reseeded, params)
+    assert [r.completion_ids for r in other] != [r.completion_ids for r in together]
+    with pytest.raises(ValueError, match="prompt 1 has no seed"):
+        HFEngine(model, tokenizer).generate([prompts[0], Prompt("b")], params)
+
+
 def test_categorical_draws_follow_the_probabilities():
     probs = torch.tensor([[0.1, 0.2, 0.0, 0.7]]).repeat(40_000, 1)
-    draws = _categorical(probs, torch.Generator().manual_seed(0))
+    u = 1.0 - torch.rand((40_000, 1), generator=torch.Generator().manual_seed(0))
+    draws = _categorical(probs, u)
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     assert freq[2] == 0
     torch.testing.assert_close(freq, probs[0], atol=0.01, rtol=0)

@@ -4,7 +4,13 @@ How the work is split, and why the result equals one process with the combined b
 
 1. Prompts: every rank reads the same deterministic data stream and takes its own contiguous slice
    of each block of prompts, so groups (all `n` responses of one prompt) never straddle ranks.
-2. Generation and scoring run locally on each rank's prompts.
+   Each prompt is sampled with its own seed (its index in the step), not the rank's.
+2. Generation and scoring run locally on each rank's prompts; the scored responses are then
+   all-gathered, so every rank holds the step's whole batch in stream order and makes the same
+   dynamic-sampling decisions (groups kept, prompts to draw next round: the block size is global,
+   its split over ranks may be uneven) and ends at the same stream position, which is what a
+   checkpoint saves. The kept groups are shared out again in equal contiguous blocks (their
+   count cut to a multiple of the world size) for the update.
 3. Advantages: the small per-response tensors (rewards, response masks, values, KL) are all-gathered
    so every rank computes advantages on the *global* batch and keeps its rows. Group estimators
    would be right with local groups alone; batch-whitened ones (REINFORCE++, GAE) need the gather.
@@ -64,12 +70,15 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def local_slice(self, count: int) -> slice:
-        """This rank's contiguous share of `count` items (count divisible by world_size)."""
-        if count % self.world_size:
+    def local_slice(self, count: int, *, even: bool = True) -> slice:
+        """This rank's contiguous share of `count` items, in rank order. even=True: count must be
+        divisible by world_size; even=False: the first `count % world_size` ranks take one more
+        (a rank may get none)."""
+        if even and count % self.world_size:
             raise ValueError(f"{count} items do not split evenly over {self.world_size} ranks")
-        share = count // self.world_size
-        return slice(self.rank * share, (self.rank + 1) * share)
+        share, extra = divmod(count, self.world_size)
+        start = self.rank * share + min(self.rank, extra)
+        return slice(start, start + share + (self.rank < extra))
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """In place; returns the tensor. op: sum, max or min."""

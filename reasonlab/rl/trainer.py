@@ -8,14 +8,16 @@ One step, as implemented (the names are veRL's and TRL's):
 1. **Prompts** come from a deterministic data stream (`PromptStream`) whose position is saved in
    every checkpoint, so a resumed run sees the same prompts as an uninterrupted one.
 2. **Rollouts**: `rollout.n` responses per prompt from the engine (the policy itself with the `hf`
-   engine), each generate call seeded by (run.seed, step, round, rank).
+   engine); prompt i of a step is sampled with its own seed (run.seed, step, i) (`Prompt.seed`), so
+   what it samples does not depend on the other prompts of the batch or on the number of ranks.
 3. **Scores**: the task's verifier gives a `Verdict` per response; the reward is a weighted sum of
    terms (the accuracy scheme of `rewards.scheme`, which reads the verdicts, plus `rewards.terms`),
    every component logged on its own.
 4. **Dynamic sampling** (DAPO, Yu et al. 2025, sec. 3.2; optional): groups whose rewards are all
-   equal have zero group-relative advantage; they are dropped and more prompts sampled, up to
-   `max_refill_rounds` extra rounds; the batch is then cut to `prompts_per_step` groups (or what was
-   kept, when fewer).
+   equal have zero group-relative advantage; they are dropped and more prompts sampled (as many as
+   groups are still missing), up to `max_refill_rounds` extra rounds; the batch is then cut to
+   `prompts_per_step` groups (or what was kept, when fewer). Under data parallelism every decision
+   is made on the global batch (see `Trainer._collect`), so W ranks train on one process's batch.
 5. **Update** (`reasonlab.rl.learner.Learner`): a no-grad pass (pi_old, reference logprobs,
    values), advantages with `compute_advantages`, then `ppo_epochs` passes of minibatch AdamW
    steps with gradient accumulation normalised by whole-minibatch counts; see that module. A
@@ -68,7 +70,7 @@ import torch
 from reasonlab.analysis.dynamics import step_metrics
 from reasonlab.io import read_jsonl, write_jsonl
 from reasonlab.models import enable_gradient_checkpointing
-from reasonlab.records import Example, Rollout, Scored, Verdict
+from reasonlab.records import Example, Scored
 from reasonlab.rl.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -462,14 +464,18 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _rollout_and_score(
-        self, examples: list[Example], seed: int
-    ) -> tuple[list[Rollout], list[Verdict], list[float], dict[str, list[float]], float, float]:
+    def _rollout_and_score(self, examples: list[Example], seeds: list[int]) -> dict[str, Any]:
+        """Generate `rollout.n` responses per example (example i sampled with its own seed
+        `seeds[i]`), verify and score them: {rollouts, verdicts, rewards, components (name ->
+        value per response), time_generate, time_score}."""
         cfg = self.config
         n = cfg.rollout.n
+        out: dict[str, Any] = {"rollouts": [], "verdicts": [], "rewards": [], "components": {}}
+        if not examples:  # a rank whose share of a refill round is empty
+            return {**out, "time_generate": 0.0, "time_score": 0.0}
         prompts = [
-            Prompt(self.task.render(ex, cfg.task.template, self.tokenizer), ex.id)
-            for ex in examples
+            Prompt(self.task.render(ex, cfg.task.template, self.tokenizer), ex.id, seed=seed)
+            for ex, seed in zip(examples, seeds)
         ]
         params = SamplingParams(
             n=n,
@@ -478,7 +484,6 @@ class Trainer:
             top_k=cfg.rollout.top_k,
             max_new_tokens=cfg.rollout.max_new_tokens,
             stop=list(cfg.rollout.stop),
-            seed=seed,
             logprobs_mode=cfg.rollout.logprobs_mode,
         )
         t0 = time.perf_counter()
@@ -498,109 +503,102 @@ class Trainer:
             answer=[ex.answer for ex in per_response],
             finish_reason=[r.finish_reason for r in rollouts],
         )
-        elapsed = time.perf_counter() - t1
-        return rollouts, verdicts, scored.total, scored.components, t1 - t0, elapsed
+        return {
+            "rollouts": rollouts,
+            "verdicts": verdicts,
+            "rewards": scored.total,
+            "components": scored.components,
+            "time_generate": t1 - t0,
+            "time_score": time.perf_counter() - t1,
+        }
 
     def _collect(self, step: int) -> dict[str, Any]:
-        """Sample, score and (dynamic sampling) filter this rank's groups for the step."""
+        """Sample and score the step's groups, filtered by dynamic sampling; every rank returns
+        the same data (all ranks' responses, in stream order) and its own `local_rows`.
+
+        Each round, every rank reads the same block of prompts from the stream: prompts_per_step
+        in round 0, then as many as the groups still missing *over all ranks*. A rank generates
+        and scores its contiguous share of the block (uneven when the block does not split evenly;
+        a rank may get none), and the round's results are all-gathered in rank order. So every
+        rank sees the same groups, keeps the same ones, runs the same rounds and ends at the same
+        stream position. Prompt i of the step (counted over its rounds) is sampled with the seed
+        (run.seed, step, i), whichever rank holds it (`Prompt.seed`): W ranks sample what one
+        process does. The kept groups (the first prompts_per_step in stream order) are cut to a
+        multiple of the world size, so each rank trains on an equal contiguous share; the global
+        batch is then the one process's batch (the two differ only when the refill rounds run
+        out with a kept count that is not a multiple of the world size).
+        """
         cfg, d = self.config, self.dist
         n = cfg.rollout.n
-        target = cfg.batching.prompts_per_step // d.world_size  # groups this rank trains on
-        all_rollouts: list[Rollout] = []
-        all_verdicts: list[Verdict] = []
-        all_rewards: list[float] = []
-        all_components: dict[str, list[float]] = {}
-        kept: list[int] = []  # indices (into all_*) of the first response of each kept group
+        target = cfg.batching.prompts_per_step  # groups to train on, all ranks together
+        data: dict[str, Any] = {"rollouts": [], "verdicts": [], "rewards": [], "components": {}}
+        kept: list[int] = []  # the kept groups: indices into the step's groups, in stream order
         gen_time = score_time = 0.0
-        rounds = 0
+        drawn = rounds = 0  # prompts read from the stream in this step; sampling rounds
         while True:
-            need = target if rounds == 0 else target - len(kept)
-            block = self.stream.take(need * d.world_size)  # the same block on every rank
-            mine = block[d.local_slice(len(block))]
-            seed = derive_seed(cfg.run.seed, step, rounds, d.rank)
-            rollouts, verdicts, rewards, components, g, s = self._rollout_and_score(mine, seed)
-            gen_time, score_time = gen_time + g, score_time + s
-            base = len(all_rollouts)
-            all_rollouts += rollouts
-            all_verdicts += verdicts
-            all_rewards += rewards
-            for key, values in components.items():
-                all_components.setdefault(key, []).extend(values)
-            groups = len(mine)
+            block = self.stream.take(target - len(kept))  # the same block on every rank
+            share = d.local_slice(len(block), even=False)
+            seeds = [derive_seed(cfg.run.seed, step, drawn + i) for i in range(len(block))]
+            local = self._rollout_and_score(block[share], seeds[share])
+            gen_time += local.pop("time_generate")
+            score_time += local.pop("time_score")
+            for part in d.all_gather_objects(local):  # rank order: the block's order
+                for key in ("rollouts", "verdicts", "rewards"):
+                    data[key] += part[key]
+                for key, values in part["components"].items():
+                    data["components"].setdefault(key, []).extend(values)
             if cfg.algorithm.dynamic_sampling:
-                signal = groups_with_signal(torch.tensor(rewards), n).tolist()
-                kept += [base + g * n for g in range(groups) if signal[g]]
+                rewards = torch.tensor(data["rewards"][drawn * n :], dtype=torch.float64)
+                signal = groups_with_signal(rewards, n).tolist()  # [len(block)]
+                kept += [drawn + g for g, ok in enumerate(signal) if ok]
             else:
-                kept += [base + g * n for g in range(groups)]
+                kept += range(drawn, drawn + len(block))
+            drawn += len(block)
             rounds += 1
-            short = max(0, target - len(kept))
-            # every rank takes part in the same rounds (they read the same stream blocks)
-            still_short = d.sum_scalar(float(short)) > 0
-            if not cfg.algorithm.dynamic_sampling or not still_short:
-                break
-            if rounds > cfg.algorithm.max_refill_rounds:
+            if len(kept) >= target or rounds > cfg.algorithm.max_refill_rounds:
                 break
         kept = kept[:target]
-        kept = kept[: d.min_int(len(kept))]  # equal rows on every rank
-        rows = [i + j for i in kept for j in range(n)]
+        kept = kept[: len(kept) - len(kept) % d.world_size]  # an equal share per rank
+        mine = kept[d.local_slice(len(kept))]
         return {
-            "rollouts": all_rollouts,
-            "verdicts": all_verdicts,
-            "rewards": all_rewards,
-            "components": all_components,
-            "rows": rows,
+            **data,
+            "rows": [g * n + j for g in kept for j in range(n)],  # trained responses, all ranks
+            "local_rows": [g * n + j for g in mine for j in range(n)],  # this rank's share
             "rounds": rounds,
-            "groups_sampled": len(all_rollouts) // n,
             "time_generate": gen_time,
             "time_score": score_time,
         }
 
     def _step_metrics(self, step: int, data: dict[str, Any]) -> dict[str, Any]:
         """Reward, accuracy and length statistics over every response sampled in the step (all
-        ranks), before dynamic-sampling filtering."""
-        d = self.dist
+        ranks: `data` holds them all), before dynamic-sampling filtering."""
         rollouts, verdicts = data["rollouts"], data["verdicts"]
-        local = {
-            "rewards": data["rewards"],
-            "correct": [float(v.correct) for v in verdicts],
-            "format": [float(v.format_ok) for v in verdicts],
-            "lengths": [len(r.completion_ids) for r in rollouts],
-            "truncated": [float(r.finish_reason == "length") for r in rollouts],
-            "components": data["components"],
-        }
-        gathered = d.all_gather_objects(local)
-        merged: dict[str, Any] = {"components": {}}
-        for part in gathered:
-            for key in ("rewards", "correct", "format", "lengths", "truncated"):
-                merged.setdefault(key, []).extend(part[key])
-            for key, values in part["components"].items():
-                merged["components"].setdefault(key, []).extend(values)
-        rewards = np.asarray(merged["rewards"], dtype=np.float64)
-        lengths = np.asarray(merged["lengths"], dtype=np.float64)
+        rewards = np.asarray(data["rewards"], dtype=np.float64)
+        lengths = np.asarray([len(r.completion_ids) for r in rollouts], dtype=np.float64)
         metrics: dict[str, Any] = {
             "step": step,
             "reward/mean": float(rewards.mean()),
             "reward/std": float(rewards.std()),
         }
-        for key, values in sorted(merged["components"].items()):
+        for key, values in sorted(data["components"].items()):
             metrics[f"reward/{key}"] = float(np.mean(values))
         metrics.update(
             {
-                "accuracy": float(np.mean(merged["correct"])),
-                "format_rate": float(np.mean(merged["format"])),
+                "accuracy": float(np.mean([v.correct for v in verdicts])),
+                "format_rate": float(np.mean([v.format_ok for v in verdicts])),
                 "length/mean": float(lengths.mean()),
                 "length/min": float(lengths.min()),
                 "length/max": float(lengths.max()),
-                "truncation_rate": float(np.mean(merged["truncated"])),
+                "truncation_rate": float(np.mean([r.finish_reason == "length" for r in rollouts])),
                 "responses": len(rewards),
-                "groups_trained": d.sum_scalar(len(data["rows"]) / self.config.rollout.n),
+                "groups_trained": len(data["rows"]) // self.config.rollout.n,
                 "sampling_rounds": data["rounds"],
                 "data_position": self.stream.position,
             }
         )
         # behaviour rates and reflection words of every response (rule-based, reasonlab.analysis)
-        texts = [t for part in d.all_gather_objects([r.text for r in rollouts]) for t in part]
-        metrics.update(step_metrics(texts, self.config.task.name, merged["lengths"]))
+        texts = [r.text for r in rollouts]  # every rank's: `data` holds them all
+        metrics.update(step_metrics(texts, self.config.task.name, [int(x) for x in lengths]))
         return metrics
 
     def train_step(self) -> dict[str, Any]:
@@ -610,7 +608,7 @@ class Trainer:
         t0 = time.perf_counter()
         data = self._collect(step)
         metrics = self._step_metrics(step, data)
-        rows = data["rows"]
+        rows = data["local_rows"]
         t1 = time.perf_counter()
         update: dict[str, float] = {}
         trained = metrics["groups_trained"] > 0
@@ -633,7 +631,7 @@ class Trainer:
                 self.ref_model.load_state_dict(self.model.state_dict())
                 self.ref_step = step
         self.engine.update_weights(self.model)
-        tokens = self.dist.sum_scalar(sum(len(r.completion_ids) for r in data["rollouts"]))
+        tokens = sum(len(r.completion_ids) for r in data["rollouts"])  # all ranks
         metrics.update(
             {
                 "time/generate": data["time_generate"],
@@ -666,11 +664,12 @@ class Trainer:
             return
         count = len(rollouts) if k < 0 else min(k, len(rollouts))
         picks = sorted({int(i * len(rollouts) / count) for i in range(count)})
+        trained = set(data["rows"])
         with open(self.run_dir / "rollouts.jsonl", "a", encoding="utf-8") as f:
             for i in picks:
                 comps = {key: values[i] for key, values in data["components"].items()}
                 scored = Scored(rollouts[i], data["verdicts"][i], data["rewards"][i], comps)
-                row = {"step": step, **scored.to_dict(), "trained": i in set(data["rows"])}
+                row = {"step": step, **scored.to_dict(), "trained": i in trained}
                 f.write(json.dumps(row, default=str) + "\n")
 
     def run_eval(self) -> dict[str, Any]:

@@ -30,7 +30,8 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     """Stop strings: generation of a sample ends after the first one it produces (kept in the text)."""
     seed: int | None = None
-    """Seed for this call's sampling (None: the engine's generator state)."""
+    """Seed for this call's sampling (None: the engine's generator state); prompts that carry
+    their own `Prompt.seed` ignore it."""
     logprobs_mode: str = "raw"
     """Which log-probability each sampled token records (vLLM's logprobs_mode): raw, of the model's
     distribution at the temperature before top-k/top-p (what a trainer recomputes), or processed,
@@ -43,6 +44,10 @@ class Prompt:
 
     text: str
     example_id: str = ""
+    seed: int | None = None
+    """This prompt's own sampling seed (vLLM's per-request seed): its `n` samples then depend only
+    on the seed, the prompt and the weights, not on the other prompts of the call or their order.
+    Give every prompt of a call a seed, or none (then `SamplingParams.seed` applies)."""
 
 
 class RolloutEngine(Protocol):

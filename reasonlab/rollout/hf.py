@@ -11,8 +11,13 @@ overhead on small models. Per batch of rows (a row is one sample of one prompt):
    rows are dropped from the batch (and from the cache), and the loop ends when none is left.
 
 Sampling follows vLLM's order: logits / temperature, then top-k, then top-p (nucleus, Holtzman et
-al. 2020), then a categorical draw from a `torch.Generator` seeded by `SamplingParams.seed`.
-`temperature=0` is greedy (argmax).
+al. 2020), then a categorical draw by inverse CDF from one uniform number per row and token.
+`temperature=0` is greedy (argmax). The uniforms come from one `torch.Generator` for the call,
+seeded by `SamplingParams.seed` (a row's draws then depend on its place in the batch), or, when
+the prompts carry their own `Prompt.seed`, from a table per prompt: sample j of a prompt reads row j
+of a [n, max_new_tokens] table drawn on the CPU from a generator seeded by that prompt's seed, so
+what a prompt samples does not depend on which other prompts share the call (a data-parallel rank
+holding half of the prompts samples what one process holding all of them does).
 
 Recorded per token: `log_softmax(logits / T)[token]`, with `T` the temperature (1 for greedy),
 *before* top-k/top-p filtering. That is the log-probability the policy itself gives the token
@@ -91,9 +96,14 @@ class HFEngine:
                 raise ValueError(f"prompt {i} ({items[i].example_id!r}) encodes to no tokens")
         rows = [i for i in range(len(items)) for _ in range(params.n)]  # prompt index of each row
         step = self.batch_size or len(rows)
-        if params.seed is None:
-            generator = self._generator
-        else:
+        seeded = [p.seed is not None for p in items]
+        if any(seeded) and not all(seeded):
+            raise ValueError(
+                f"prompt {seeded.index(False)} has no seed but prompt {seeded.index(True)} has one: "
+                "give every prompt of a call a Prompt.seed, or none"
+            )
+        generator = self._generator
+        if params.seed is not None and not any(seeded):
             generator = torch.Generator(device=self.device)
             generator.manual_seed(params.seed)
 
@@ -104,7 +114,12 @@ class HFEngine:
             with torch.inference_mode():
                 for start in range(0, len(rows), step):
                     chunk = rows[start : start + step]
-                    outs = self._generate_rows([prompt_ids[i] for i in chunk], params, generator)
+                    if all(seeded):
+                        seeds = [items[i].seed for i in chunk]
+                        uniforms = _Uniforms.per_prompt(seeds, start, params, self.device)
+                    else:
+                        uniforms = _Uniforms(generator=generator)
+                    outs = self._generate_rows([prompt_ids[i] for i in chunk], params, uniforms)
                     for i, (ids, logprobs, reason) in zip(chunk, outs):
                         rollouts.append(
                             self._rollout(items[i], prompt_ids[i], ids, logprobs, reason, params)
@@ -116,7 +131,7 @@ class HFEngine:
     # -- the decode loop ------------------------------------------------------------------------
 
     def _generate_rows(
-        self, row_prompts: list[list[int]], params: SamplingParams, generator: torch.Generator
+        self, row_prompts: list[list[int]], params: SamplingParams, uniforms: _Uniforms
     ) -> list[tuple[list[int], list[float], str]]:
         """Sample one completion per row; rows holding the same prompt share one prefill."""
         device, max_new = self.device, params.max_new_tokens
@@ -164,7 +179,8 @@ class HFEngine:
 
         live = torch.ones(num_rows, dtype=torch.bool, device=device)  # [batch] not finished
         for t in range(max_new):
-            token, logprob = sample(logits, params, generator)  # [batch], [batch]
+            u = None if params.temperature == 0 else uniforms.draw(active, t)  # [batch, 1]
+            token, logprob = sample(logits, params, u)  # [batch], [batch]
             # Finished rows still in the batch write junk past their length; `lengths` cuts it.
             tokens[active, t] = token
             logprobs[active, t] = logprob
@@ -231,11 +247,12 @@ class HFEngine:
 
 
 def sample(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+    logits: torch.Tensor, params: SamplingParams, u: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of `logits` [batch, vocab] and its log-probability under logits / T.
 
-    Greedy when `params.temperature == 0` (log-probabilities then at T=1).
+    Greedy when `params.temperature == 0` (log-probabilities then at T=1; `u` unused, may be None);
+    else `u` [batch, 1] holds each row's uniform number in (0, 1] for the categorical draw.
     """
     if params.temperature == 0:
         token = logits.argmax(-1)
@@ -245,23 +262,62 @@ def sample(
         logp = torch.log_softmax(scaled, -1)
         filtered = _top_k_top_p(scaled, params.top_k, params.top_p)
         probs = logp.exp() if filtered is scaled else torch.softmax(filtered, -1)
-        token = _categorical(probs, generator)
+        token = _categorical(probs, u)
         if params.logprobs_mode == "processed" and filtered is not scaled:
             logp = torch.log_softmax(filtered, -1)
     return token, logp.gather(1, token[:, None]).squeeze(1)
 
 
-def _categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """One draw per row of `probs` [batch, vocab] by inverse CDF: the first token whose cumulative
-    probability reaches u ~ U(0, total]. Exact like `torch.multinomial`, and much faster on CPU
-    (one uniform per row instead of a pass of random numbers over the vocabulary)."""
+    probability reaches u * total, u [batch, 1] uniform in (0, 1]. Exact like `torch.multinomial`,
+    and much faster on CPU (one uniform per row instead of a pass over the vocabulary)."""
     cdf = probs.double().cumsum(-1)  # float64: no drift over a 150k vocabulary
-    u = 1.0 - torch.rand(
-        (probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype
-    )
     # u in (0, 1]: a zero-probability token is never the first to reach u * total
-    token = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1)
+    token = torch.searchsorted(cdf, u.to(cdf) * cdf[:, -1:]).squeeze(1)
     return token.clamp_(max=probs.shape[-1] - 1)
+
+
+class _Uniforms:
+    """The uniform numbers u in (0, 1] of the categorical draws of one batch of rows.
+
+    From a shared generator (`generator=`): one number per live row and token, drawn in batch
+    order. Per prompt (`per_prompt`): a [rows, max_new_tokens] table fixed before decoding, whose
+    row for sample j of a prompt is row j of that prompt's own seeded table, whatever the batch.
+    """
+
+    def __init__(
+        self, *, generator: torch.Generator | None = None, table: torch.Tensor | None = None
+    ):
+        self.generator, self.table = generator, table
+
+    @classmethod
+    def per_prompt(
+        cls, seeds: list[int], first_row: int, params: SamplingParams, device: torch.device
+    ) -> _Uniforms:
+        """The table of a chunk of rows; `seeds` [rows]: each row's prompt seed, `first_row`: the
+        chunk's first row within the call (rows are grouped by prompt, `params.n` per prompt)."""
+        n, width = params.n, max(1, params.max_new_tokens)
+        table = torch.empty((len(seeds), width), dtype=torch.float64)  # [rows, max_new]
+        tables: dict[int, torch.Tensor] = {}  # prompt index in the call -> its [n, max_new] table
+        for r, seed in enumerate(seeds):
+            prompt, sample_index = divmod(first_row + r, n)
+            if prompt not in tables:
+                generator = torch.Generator().manual_seed(int(seed) % 2**63)
+                tables[prompt] = 1.0 - torch.rand(
+                    (n, width), generator=generator, dtype=torch.float64
+                )
+            table[r] = tables[prompt][sample_index]
+        return cls(table=table.to(device))
+
+    def draw(self, active: torch.Tensor, t: int) -> torch.Tensor:
+        """u [batch, 1] for decode step `t` of the rows `active` [batch] (row index per position)."""
+        if self.table is not None:
+            return self.table[active, t].unsqueeze(1)
+        shape = (active.shape[0], 1)
+        return 1.0 - torch.rand(
+            shape, generator=self.generator, device=active.device, dtype=torch.float64
+        )
 
 
 def _top_k_top_p(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
