@@ -20,9 +20,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reasonlab.eval.runner import verify_all
 from reasonlab.records import Example, Verdict
-from reasonlab.tasks.base import Task
+from reasonlab.tasks.base import Task, verify_all
 
 
 def reference_output(example: Example) -> str:

@@ -29,7 +29,7 @@ from reasonlab.eval.metrics import SampleSet, cluster_answers, summarize, summar
 from reasonlab.eval.store import GenerationStore
 from reasonlab.records import Example, Verdict
 from reasonlab.rollout.base import Prompt, RolloutEngine, SamplingParams
-from reasonlab.tasks.base import Task
+from reasonlab.tasks.base import Task, verify_all
 
 Progress = Callable[[int, int], None]
 """Called with (examples done, examples in all) after each batch."""
@@ -134,14 +134,6 @@ def generate(
         if progress is not None:
             progress(min(start + batch_size, len(examples)), len(examples))
     return [done[e.id] for e in examples]
-
-
-def verify_all(task: Task, texts: Sequence[str], examples: Sequence[Example]) -> list[Verdict]:
-    """One verdict per (text, example) pair, batched when the task can."""
-    verify_batch = getattr(task, "verify_batch", None)
-    if verify_batch is not None:
-        return list(verify_batch(list(texts), list(examples)))
-    return [task.verify(t, e) for t, e in zip(texts, examples)]
 
 
 def extract_answers(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from reasonlab.records import Example, Verdict
+from reasonlab.records import Example
 from reasonlab.tasks import split
 from reasonlab.tasks.split import share_position
 
@@ -187,14 +187,6 @@ def meta_matches(example: Example, where: dict[str, Any]) -> bool:
     return True
 
 
-def verify_all(task: Any, texts: Sequence[str], examples: Sequence[Example]) -> list[Verdict]:
-    """One verdict per text (the task's batch verifier when it has one)."""
-    batch = getattr(task, "verify_batch", None)
-    if callable(batch):
-        return list(batch(list(texts), list(examples)))
-    return [task.verify(text, ex) for text, ex in zip(texts, examples)]
-
-
 __all__ = [
     "PromptStream",
     "build_stream",
@@ -202,5 +194,4 @@ __all__ = [
     "has_generator",
     "meta_matches",
     "split_examples",
-    "verify_all",
 ]

@@ -78,11 +78,12 @@ from reasonlab.rl.checkpoint import (
     save_checkpoint,
 )
 from reasonlab.rl.config import TrainConfig, validate
-from reasonlab.rl.data import build_stream, derive_seed, has_generator, split_examples, verify_all
+from reasonlab.rl.data import build_stream, derive_seed, has_generator, split_examples
 from reasonlab.rl.distributed import Dist
 from reasonlab.rl.learner import Learner, StepBatch, ValueHead, build_optimizer
 from reasonlab.rl.losses import groups_with_signal
 from reasonlab.rollout.base import Prompt, SamplingParams
+from reasonlab.tasks.base import verify_all
 
 RUN_FILES = ("metrics.jsonl", "rollouts.jsonl", "eval.jsonl", "prompts.jsonl")
 """Per-step run files, cut back to the checkpoint's step on resume. prompts.jsonl lists every

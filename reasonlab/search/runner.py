@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reasonlab.eval.metrics import cluster_answers
-from reasonlab.eval.runner import extract_answers, verify_all
+from reasonlab.eval.runner import extract_answers
 from reasonlab.records import Example
 from reasonlab.rollout.base import Prompt, RolloutEngine, SamplingParams
 from reasonlab.search.methods import (
@@ -36,7 +36,7 @@ from reasonlab.search.methods import (
     select,
 )
 from reasonlab.search.prm import PRM, aggregate, split_steps
-from reasonlab.tasks.base import Task
+from reasonlab.tasks.base import Task, verify_all
 
 OUTCOMES = ("prm", "verifier")
 

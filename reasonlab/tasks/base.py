@@ -15,6 +15,19 @@ DEFAULT_VERIFY_TIMEOUT = 10.0
 """Seconds one `verify` may take inside `verify_batch` before it counts as wrong."""
 
 
+def verify_all(
+    task: Any, texts: Sequence[str], examples: Sequence[Example], workers: int | None = None
+) -> list[Verdict]:
+    """One verdict per (text, example) pair: the task's batch verifier when it has one (bounded,
+    in worker processes), else `task.verify` in a loop."""
+    if len(texts) != len(examples):
+        raise ValueError(f"{len(texts)} completions but {len(examples)} examples")
+    batch = getattr(task, "verify_batch", None)
+    if callable(batch):
+        return list(batch(list(texts), list(examples), workers=workers))
+    return [task.verify(text, ex) for text, ex in zip(texts, examples)]
+
+
 def normalize_text(text: str) -> str:
     """Whitespace collapsed and case folded: the default problem key (`Task.key`)."""
     return " ".join(text.split()).casefold()
