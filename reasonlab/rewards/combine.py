@@ -139,13 +139,10 @@ def verify_batch(task: Any, batch: Batch) -> list[Verdict]:
     batch, so the terms of one Combined call verify once per task."""
     key = ("task_verdicts", id(task))
     if key not in batch.cache:
+        from reasonlab.tasks.base import verify_all
+
         examples = [task.example_from_columns(i, batch.columns) for i in range(len(batch))]
-        batched = getattr(task, "verify_batch", None)
-        if callable(batched):
-            verdicts = list(batched(batch.texts, examples))
-        else:
-            verdicts = [task.verify(text, ex) for text, ex in zip(batch.texts, examples)]
-        batch.cache[key] = verdicts
+        batch.cache[key] = verify_all(task, batch.texts, examples)
     return batch.cache[key]
 
 
