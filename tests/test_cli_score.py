@@ -7,9 +7,8 @@ import math
 
 import pytest
 
+from reasonlab import tasks
 from reasonlab.cli import main
-
-tasks = pytest.importorskip("reasonlab.tasks", reason="the task room is not importable yet")
 
 
 @pytest.fixture(scope="module")
