@@ -7,9 +7,8 @@ import math
 
 import pytest
 
+from reasonlab import tasks
 from reasonlab.cli import main
-
-tasks = pytest.importorskip("reasonlab.tasks", reason="the task room is not importable yet")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,10 @@ def test_score_writes_verdicts_rewards_and_components(tmp_path, input_file, caps
         c = r["components"]
         assert r["reward"] == pytest.approx(c["accuracy"] + 0.5 * c["format"] + c["tag_count"])
     printed = capsys.readouterr().out
-    assert "accuracy   0.2500" in printed and "format_ok  0.5000" in printed
+    assert "correct    0.2500" in printed and "format_ok  0.5000" in printed
+    # one line says "accuracy": the scheme's reward component, named as such
+    (line,) = [line for line in printed.splitlines() if "accuracy" in line]
+    assert "0.2750" in line and "'tinyzero' scheme's reward" in line
     # totals 2.5, 1.6, 0.25, 0.75
     assert "reward     1.2750" in printed and "(weight 0.5)" in printed
 
@@ -115,6 +117,10 @@ def test_score_length_rewards_need_token_counts_or_chars(tmp_path, input_file, c
             "in.jsonl:2: missing field 'example.prompt'",
         ),
         ('{"completion": 3, "id": "x", "prompt": "", "answer": 1}', "field 'completion' must be"),
+        (
+            '{"completion": "c", "id": "x", "prompt": "p", "answer": "6"}',  # no meta
+            "in.jsonl:2: field 'meta.numbers' is missing; task 'countdown' needs it",
+        ),
     ],
 )
 def test_score_bad_rows_name_file_line_and_field(tmp_path, examples, capsys, line, message):

@@ -1,9 +1,14 @@
 """Exact resume: a run killed with SIGKILL and resumed ends where an uninterrupted run ends.
 
-Both runs are `reasonlab train` in subprocesses (one torch thread each, deterministic algorithms).
-The interrupted one is killed at a random step after its first checkpoint (possibly mid-step or
-mid-save), then resumed with `--resume`; the final weights must be bit-identical and every
-metrics row equal (wall-time fields aside), with no step logged twice.
+All runs are `reasonlab train` in subprocesses (one torch thread each, deterministic algorithms).
+Three interrupted runs, each killed at a seeded random moment after the first checkpoint:
+- `after_row`: from outside, just after a metrics row appears (between steps);
+- `mid_update`: the child SIGKILLs itself inside `Learner.update`, on a random call of the PPO
+  policy loss (some minibatch optimiser steps of that step done, others not);
+- `mid_save`: the child SIGKILLs itself while writing a checkpoint (the model files written into
+  the temporary folder, the optimiser state not yet).
+Each is resumed with `--resume`; the final weights must be bit-identical to the uninterrupted
+run's and every metrics row equal (wall-time fields aside), with no step logged twice.
 
 The reward is a test-only registered reward with a strong signal (the share of '7' characters in
 the completion), so the weights really move between checkpoints; the recipe exercises the parts
@@ -73,15 +78,49 @@ LAUNCHER = textwrap.dedent(
             return [t.count("7") / max(1, len(t)) for t in batch.texts]
 
 
+    import os
+    import signal
+
+    # REASONLAB_TEST_KILL=WHERE:N makes this process SIGKILL itself on the N-th call of the PPO
+    # policy loss (WHERE=update: inside Learner.update) or of torch.save (WHERE=save: inside a
+    # checkpoint write, after the model files and before the optimiser state)
+    if os.environ.get("REASONLAB_TEST_KILL"):
+        where, nth = os.environ["REASONLAB_TEST_KILL"].split(":")
+        calls = {"n": 0}
+
+        def killing(real):
+            def wrapped(*args, **kwargs):
+                calls["n"] += 1
+                if calls["n"] == int(nth):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(*args, **kwargs)
+
+            return wrapped
+
+        if where == "update":
+            import reasonlab.rl.learner as learner
+
+            learner.policy_loss = killing(learner.policy_loss)
+        elif where == "save":
+            import torch
+
+            torch.save = killing(torch.save)
+        else:
+            raise SystemExit(f"REASONLAB_TEST_KILL: unknown place {where!r}")
+
     from reasonlab.cli import main
 
     sys.exit(main(["train", *sys.argv[1:]]))
     '''
 )
+POLICY_LOSS_CALLS_PER_STEP = 2 * 2 * 2  # ppo_epochs x minibatches x micro-batches per minibatch
 
 
-def _launch(tmp_path: Path, *args: str) -> subprocess.Popen:
+def _launch(tmp_path: Path, *args: str, kill: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    env.pop("REASONLAB_TEST_KILL", None)
+    if kill:
+        env["REASONLAB_TEST_KILL"] = kill
     return subprocess.Popen(
         [sys.executable, str(tmp_path / "launch.py"), *args],
         env=env,
@@ -112,43 +151,69 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     (tmp_path / "launch.py").write_text(LAUNCHER)
     recipe = str(tmp_path / "recipe.yaml")
-    full, cut = tmp_path / "full", tmp_path / "cut"
+    full = tmp_path / "full"
     seed = random.randrange(10**6)
-    kill_after = random.Random(seed).randrange(SAVE_EVERY + 1, STEPS - 1)  # steps logged first
+    rng = random.Random(seed)
+    kill_after = rng.randrange(SAVE_EVERY + 1, STEPS - 1)  # steps logged first (after_row)
+    # a policy-loss call inside a step after the first checkpoint, before the last step
+    nth_loss = rng.randrange(
+        SAVE_EVERY * POLICY_LOSS_CALLS_PER_STEP + 1, (STEPS - 1) * POLICY_LOSS_CALLS_PER_STEP
+    )
+    nth_save = rng.randrange(2, STEPS // SAVE_EVERY)  # the save of step 4, 6 or 8
+    context = (
+        f"(kill seed {seed}: after_row after step {kill_after}, mid_update on policy-loss call "
+        f"{nth_loss}, mid_save on checkpoint {nth_save})"
+    )
 
     uninterrupted = _launch(tmp_path, recipe, f"--out={full}")
-    victim = _launch(tmp_path, recipe, f"--out={cut}")
-    deadline = time.monotonic() + 300
-    while len(_rows(cut / "metrics.jsonl")) < kill_after:
-        assert victim.poll() is None, f"run ended before the kill:\n{victim.communicate()[0]}"
+    victims = {
+        "after_row": _launch(tmp_path, recipe, f"--out={tmp_path / 'after_row'}"),
+        "mid_update": _launch(
+            tmp_path, recipe, f"--out={tmp_path / 'mid_update'}", kill=f"update:{nth_loss}"
+        ),
+        "mid_save": _launch(
+            tmp_path, recipe, f"--out={tmp_path / 'mid_save'}", kill=f"save:{nth_save}"
+        ),
+    }
+    deadline = time.monotonic() + 600
+    outside = victims["after_row"]
+    while len(_rows(tmp_path / "after_row" / "metrics.jsonl")) < kill_after:
+        assert outside.poll() is None, f"run ended before the kill:\n{outside.communicate()[0]}"
         assert time.monotonic() < deadline, "the run to kill made no progress"
         time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL
-    steps_before = len(_rows(cut / "metrics.jsonl"))
-    assert steps_before < STEPS, "killed too late to test anything"
-
-    resumed = _launch(tmp_path, f"--resume={cut}")
-    out_resumed, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, out_resumed
-    out_full, _ = uninterrupted.communicate(timeout=300)
+    outside.send_signal(signal.SIGKILL)
+    resumed = {}
+    for mode, victim in victims.items():
+        output = victim.communicate(timeout=600)[0]
+        assert victim.returncode == -signal.SIGKILL, f"{mode} was not killed {context}:\n{output}"
+        steps_before = len(_rows(tmp_path / mode / "metrics.jsonl"))
+        assert SAVE_EVERY <= steps_before < STEPS, f"{mode}: killed too late or early {context}"
+        if mode == "mid_save":
+            assert list((tmp_path / mode / "checkpoints").glob(".tmp-*")), (
+                f"mid_save left no partial checkpoint: the kill was not inside a save {context}"
+            )
+        resumed[mode] = _launch(tmp_path, f"--resume={tmp_path / mode}")
+    out_full, _ = uninterrupted.communicate(timeout=600)
     assert uninterrupted.returncode == 0, out_full
-
-    context = f"(kill seed {seed}: killed after step {kill_after}, logged {steps_before})"
     full_rows = [strip_timing(r) for r in _rows(full / "metrics.jsonl")]
-    cut_rows = [strip_timing(r) for r in _rows(cut / "metrics.jsonl")]
-    assert [r["step"] for r in cut_rows] == list(range(1, STEPS + 1)), context
-    assert cut_rows == full_rows, context
-    for name in ("eval.jsonl", "rollouts.jsonl"):
-        assert [strip_timing(r) for r in _rows(cut / name)] == [
-            strip_timing(r) for r in _rows(full / name)
-        ], f"{name} {context}"
+    a = _final_weights(full)
+    for mode, process in resumed.items():
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{mode} resume failed {context}:\n{output}"
+        cut = tmp_path / mode
+        cut_rows = [strip_timing(r) for r in _rows(cut / "metrics.jsonl")]
+        assert [r["step"] for r in cut_rows] == list(range(1, STEPS + 1)), f"{mode} {context}"
+        assert cut_rows == full_rows, f"{mode} {context}"
+        for name in ("eval.jsonl", "rollouts.jsonl"):
+            assert [strip_timing(r) for r in _rows(cut / name)] == [
+                strip_timing(r) for r in _rows(full / name)
+            ], f"{mode}: {name} {context}"
+        b = _final_weights(cut)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{mode}: {key} differs {context}"
+        assert not list((cut / "checkpoints").glob(".tmp-*")), f"{mode} {context}"
 
-    a, b = _final_weights(full), _final_weights(cut)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), f"{key} differs {context}"
     # the weights moved between the last two checkpoints under a real learning signal: the test
     # would be vacuous on a model that does not change
     assert any(r["reward/std"] > 0 for r in full_rows) and all(
@@ -158,4 +223,3 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
         str(full / "checkpoints" / f"step_{STEPS - SAVE_EVERY:06d}" / "model" / "model.safetensors")
     )
     assert any(not torch.equal(a[key], before_last[key]) for key in a)
-    assert not list((cut / "checkpoints").glob(".tmp-*"))

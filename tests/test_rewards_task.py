@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasonlab import rewards
-
-tasks = pytest.importorskip("reasonlab.tasks", reason="the task room is not importable yet")
+from reasonlab import rewards, tasks
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,23 @@ def test_there_is_a_tiny_variant_of_every_recipe():
     assert {f"{n}_tiny" for n in full} <= names
 
 
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> str:
+    """A folder that passes validation's model.path check (config.json); nothing loads it."""
+    folder = tmp_path_factory.mktemp("model")
+    (folder / "config.json").write_text("{}")
+    return f"model.path={folder}"
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_every_recipe_loads_and_validates(path):
-    config = validate(load_config(TrainConfig, path), source=str(path))
-    if path.stem.endswith("_tiny"):
+def test_every_recipe_loads_and_validates(path, model_folder):
+    tiny = path.stem.endswith("_tiny")
+    overrides = [] if tiny else [model_folder]  # a full recipe's path is a placeholder
+    config = validate(load_config(TrainConfig, path, overrides), source=str(path))
+    if tiny:
         assert config.model.path == "tiny"
-        full = validate(load_config(TrainConfig, CONFIGS / f"{path.stem[:-5]}.yaml"))
+        full_path = CONFIGS / f"{path.stem[:-5]}.yaml"
+        full = validate(load_config(TrainConfig, full_path, [model_folder]))
         # the tiny variant keeps the algorithm of the recipe it shrinks
         for section, key in [
             ("algorithm", "advantage"),
@@ -42,7 +53,11 @@ def test_every_recipe_loads_and_validates(path):
         ]:
             assert getattr(getattr(config, section), key) == getattr(getattr(full, section), key)
     else:
-        assert config.model.path.startswith("/path/to/"), "a placeholder the user replaces"
+        placeholder = load_config(TrainConfig, path)
+        assert placeholder.model.path.startswith("/path/to/"), "a placeholder the user replaces"
+        with pytest.raises(ConfigError, match="is not a folder") as err:
+            validate(placeholder, source=str(path))
+        assert err.value.field == "model.path" and err.value.where.startswith(f"{path}:")
         text = path.read_text()
         assert "http" in text or "arXiv" in text, "recipes cite their source"
 
@@ -174,11 +189,32 @@ def test_cli_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys):
     assert f"{path}:6: field 'batching.minibatch_size'" in err and "Traceback" not in err
 
 
-def test_cli_check_prints_the_resolved_config(tmp_path, capsys):
-    assert main(["train", str(CONFIGS / "r1_zero.yaml"), "optim.lr=1e-5", "--check"]) == 0
+def test_cli_check_prints_the_resolved_config(tmp_path, capsys, model_folder):
+    argv = ["train", str(CONFIGS / "r1_zero.yaml"), model_folder, "optim.lr=1e-5", "--check"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     resolved = load_config(TrainConfig, write(tmp_path, out))
     assert resolved.optim.lr == 1e-5 and resolved.rollout.n == 16
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [("/nonexistent/model", "is not a folder"), ("{tmp}", "has no config.json")],
+)
+def test_model_path_is_checked_before_anything_loads(tmp_path, capsys, value, problem):
+    """`--check` and a real run both stop at validation with one line naming the field, where it
+    was set and the path: exit 2, no traceback."""
+    value = value.format(tmp=tmp_path)
+    recipe = str(CONFIGS / "tinyzero_countdown_tiny.yaml")
+    for extra in (["--check"], [f"--out={tmp_path / 'run'}"]):
+        assert main(["train", recipe, f"model.path={value}", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"reasonlab: error: override 'model.path={value}': field 'model.path'"
+        )
+        assert f"{value!r} {problem}" in err and "tiny" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -258,17 +258,98 @@ def test_several_minibatches_epochs_and_ppo_with_value_head_run(tiny_lm):
         steps=2,
     )
     assert stats[0]["updates"] == 4  # 2 epochs x 2 minibatches
-    assert stats[1]["clip_fraction"] >= 0 and "vf_explained_variance" in stats[1]
-    assert all(math.isfinite(s["loss"]) for s in stats)
+    assert "vf_explained_variance" in stats[1]
+    assert all(math.isfinite(s["loss"]) and s["grad_norm"] > 0 for s in stats)
 
 
-def test_single_pass_ratio_is_one_and_overlong_rows_get_no_loss(tiny_lm):
+def _recording_policy_loss(calls: list[dict]):
+    """The learner's policy_loss, recording each call's inputs and the stats it returned."""
+    real = learner_module.policy_loss
+
+    def record(logprobs, old_logprobs, advantages, mask, **kwargs):
+        loss, stats = real(logprobs, old_logprobs, advantages, mask, **kwargs)
+        calls.append(
+            dict(
+                new=logprobs.detach().clone(),
+                old=old_logprobs.detach().clone(),
+                adv=advantages.detach().clone(),
+                mask=mask.detach().clone(),
+                stats=stats,
+                **kwargs,
+            )
+        )
+        return loss, stats
+
+    return record
+
+
+def test_ppo_epochs_ratio_starts_at_one_then_moves_and_clipping_is_counted(tiny_lm, monkeypatch):
+    """Two epochs of two minibatches: the first minibatch sees pi = pi_old (ratio 1 from the
+    separate no-grad pass, not by construction); later ones see the updated policy against the
+    stored pi_old, and the reported clip_fraction / ratio_mean are the token means of what the
+    PPO clip did, recomputed here from the recorded inputs."""
+    calls: list[dict] = []
+    monkeypatch.setattr(learner_module, "policy_loss", _recording_policy_loss(calls))
+    _, stats = run_update(
+        tiny_lm,
+        fixed_batch(),
+        "optim.lr=5e-2",
+        "algorithm.clip_low=0.2",
+        "algorithm.clip_high=0.28",
+        "batching.minibatch_size=4",
+        "batching.micro_batch_size=4",
+        "batching.ppo_epochs=2",
+    )
+    assert len(calls) == 4  # 2 epochs x 2 minibatches x 1 micro-batch
+    ratios = [torch.exp(c["new"] - c["old"])[c["mask"] > 0] for c in calls]
+    torch.testing.assert_close(ratios[0], torch.ones_like(ratios[0]), atol=1e-5, rtol=0)
+    assert max(float((r - 1).abs().max()) for r in ratios[1:]) > 0.2, "pi_old was not kept"
+    clipped = tokens = 0.0
+    ratio_sum = 0.0
+    for call, ratio in zip(calls, ratios):
+        adv = call["adv"][call["mask"] > 0]
+        high = (adv > 0) & (ratio > 1 + call["clip_high"])
+        low = (adv < 0) & (ratio < 1 - call["clip_low"])
+        clipped += float((high | low).sum())
+        tokens += ratio.numel()
+        ratio_sum += float(ratio.sum())
+    assert clipped > 0, "the update never reached the clip range: the test would be vacuous"
+    assert stats[0]["clip_fraction"] == pytest.approx(clipped / tokens, abs=1e-6)
+    assert stats[0]["ratio_mean"] == pytest.approx(ratio_sum / tokens, rel=1e-5)
+    assert stats[0]["ratio_max"] == pytest.approx(max(float(r.max()) for r in ratios), rel=1e-5)
+
+
+def test_overlong_rows_get_no_loss(tiny_lm):
     batch = fixed_batch()
     batch.finish_reasons = ["length"] * len(batch)  # every response truncated
     _, stats = run_update(tiny_lm, batch, "algorithm.overlong_filter=true")
     assert stats[0]["grad_norm"] == 0.0 and stats[0]["loss"] == 0.0
-    _, stats = run_update(tiny_lm, fixed_batch())
-    assert stats[0]["ratio_mean"] == pytest.approx(1.0) and stats[0]["clip_fraction"] == 0.0
+    _, stats = run_update(tiny_lm, fixed_batch(), "algorithm.overlong_filter=true")
+    assert stats[0]["grad_norm"] > 0.0  # the same batch with its own finish reasons trains
+
+
+def test_rollout_logprobs_as_pi_old_give_ratio_one_when_they_match_the_policy(tiny_lm):
+    """`algorithm.old_logprobs=rollout` with the logprobs a plain teacher-forced pass of the same
+    model gives (one prompt + response at a time, no padding, no shared KV cache): the learner's
+    own pass must agree, so the ratio is 1 and nothing is clipped; logprobs off by 0.5 nats
+    are seen as a ratio of e^0.5."""
+    batch = fixed_batch()
+    model = tiny.build_model(tiny_lm, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    reference = []
+    with torch.no_grad():
+        for prompt, completion in zip(batch.prompt_ids, batch.completion_ids):
+            ids = torch.tensor([prompt + completion])  # [1, P + T]
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]  # [T, vocab]
+            logprobs = torch.log_softmax(logits.float(), -1)
+            reference.append(logprobs.gather(-1, torch.tensor(completion)[:, None])[:, 0].tolist())
+    batch.rollout_logprobs = reference
+    _, stats = run_update(tiny_lm, batch, "algorithm.old_logprobs=rollout")
+    assert stats[0]["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert stats[0]["ratio_max"] == pytest.approx(1.0, abs=1e-5)
+    assert stats[0]["clip_fraction"] == 0.0
+    batch.rollout_logprobs = [[lp - 0.5 for lp in row] for row in reference]
+    _, stats = run_update(tiny_lm, batch, "algorithm.old_logprobs=rollout")
+    assert stats[0]["ratio_mean"] == pytest.approx(math.exp(0.5), rel=1e-4)
 
 
 def test_shared_prompt_pass_equals_full_passes(tiny_lm):

@@ -24,6 +24,26 @@ COMMANDS = [
 ]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and epilog's line breaks and shows each option's default (argparse's
+    ArgumentDefaultsHelpFormatter, less the `(default: None)` / `False` of options without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text
+            or not action.option_strings
+            or default is None
+            or default is False  # a flag (0 == False: compare by identity)
+            or default == []
+            or default == argparse.SUPPRESS
+        ):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 class CLIError(Exception):
     """A user-facing error: printed as `reasonlab: error: ...` with exit status 2, no traceback."""
 

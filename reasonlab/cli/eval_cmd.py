@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reasonlab.cli import CLIError
+from reasonlab.cli import CLIError, HelpFormatter
 from reasonlab.io import write_jsonl
 
 EPILOG = """\
@@ -26,12 +26,22 @@ resume: generations are saved per batch of --batch-size examples. Rerunning the 
 continues an interrupted run; rerunning with other sampling settings into the same --out is an
 error naming the differing settings (use another --out, or --overwrite to start afresh).
 
+the CPU demo's model: evaluate it on `countdown_demo` (all 154 held-out problems of the demo's
+own distribution: 3 numbers in 1-9, targets 10-30). `countdown` is TinyZero's preset (larger
+numbers and targets), which the demo model never saw: expect next to nothing there.
+
 example:
-  reasonlab eval --model runs/demo/final --benchmarks countdown --n 8 --max-new-tokens 128 \\
-      --out runs/demo/eval
+  reasonlab eval --model runs/demo/policy --benchmarks countdown_demo --n 8 --temperature 1.0 \\
+      --max-new-tokens 128 --out runs/demo/eval
   reasonlab eval --model Qwen2.5-Math-1.5B --benchmarks math500,aime24,amc23 --n 16 \\
       --temperature 0.6 --top-p 0.95 --max-new-tokens 3000 --out runs/eval
 """
+
+COUNTDOWN_HINT = (
+    "note: `countdown` is TinyZero's preset (3-4 numbers in 1-100); a model from `reasonlab demo` "
+    "or `reasonlab pretrain --task countdown` learned the demo's distribution: evaluate it on "
+    "`countdown_demo`"
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Sample n completions per example on named benchmarks; report avg@n, "
         "pass@k, maj@k, lengths and truncation, per benchmark and per group.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", help="local Hugging Face model folder (not needed with --rescore)")
     p.add_argument(
@@ -194,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         shown = {k: v for k, v in result.metrics.items() if "@" in k}
         print(f"{bench.name}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in shown.items()))
+        if bench.name == "countdown" and not any(shown.values()):
+            print(COUNTDOWN_HINT, file=sys.stderr)
     report.write_results(args.out, results)
     print(f"wrote {Path(args.out) / report.RESULTS_JSON} and {report.RESULTS_MD}")
     return 0

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from reasonlab.cli import CLIError
+from reasonlab.cli import CLIError, HelpFormatter
 from reasonlab.io import CannotWrite, atomic_path, write_jsonl
 
 FORMATS = ("jsonl", "verl")
@@ -36,8 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "generate",
         help="write a task's generated examples (JSONL or veRL parquet)",
         description="Generate examples of a task and write them as JSONL or veRL/TinyZero parquet.",
-        epilog="example: reasonlab generate countdown --n 1000 --seed 0 --out train.parquet "
-        "--param preset=tinyzero --param num_numbers=4",
+        epilog="example:\n  reasonlab generate countdown --n 1000 --seed 0 --out train.parquet "
+        "--format verl \\\n      --param preset=tinyzero --param num_numbers=4",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("task", help="task name (see `reasonlab tasks`)")
     p.add_argument("--n", type=int, default=100, help="number of examples (default: 100)")

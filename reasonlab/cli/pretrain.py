@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reasonlab.cli import CLIError
+from reasonlab.cli import CLIError, HelpFormatter
 from reasonlab.models.base_model import COUNTDOWN_PARAMS, PretrainSettings, pretrain_base
 
 
@@ -23,26 +23,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "pretrain",
         help="pretrain a tiny base model on a task's synthetic corpus",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--task", default=d.task, help="task with a corpus (countdown)")
     p.add_argument("--out", required=True, type=Path, help="model folder to write (or reuse)")
     p.add_argument("--size", default=d.size, help="model size: tiny, small, base")
-    p.add_argument("--arch", default=d.arch, choices=["llama", "qwen2"])
+    p.add_argument("--arch", default=d.arch, choices=["llama", "qwen2"], help="architecture")
     p.add_argument(
         "--pre-tokenizer",
         default=d.pre_tokenizer,
         choices=["numbers", "compact"],
         help="numbers: whole numbers as tokens; compact: one digit per token (llama only)",
     )
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="packed rows per step")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seq-len", type=int, default=d.seq_len)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per packed row")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the corpus and the weights")
     p.add_argument("--problems", type=int, default=d.problems, help="distinct training problems")
     p.add_argument("--attempts", type=int, default=d.attempts, help="attempts per problem")
-    p.add_argument("--vocab-size", type=int, default=d.vocab_size)
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="BPE vocabulary size")
     p.add_argument(
         "--param",
         action="append",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reasonlab.cli import CLIError
+from reasonlab.cli import CLIError, HelpFormatter
 from reasonlab.io import CannotWrite, DataError, enumerate_jsonl, require, write_jsonl
 
 VERIFY_CHUNK = 256
@@ -23,8 +23,9 @@ EPILOG = """\
 input: a JSONL file, one completion per line, as an object with
   completion   the completion text (or a list of chat messages)
   id, prompt, answer, meta
-               the example it answers (the fields of Example.to_dict(); meta optional),
-               or all of them in an `example` sub-object
+               the example it answers (the fields of Example.to_dict(), as `reasonlab
+               generate` writes them; meta holds the task's fields, e.g. countdown's numbers
+               and target), or all of them in an `example` sub-object
   completion_ids / num_tokens
                optional: the completion's tokens or their count (for lengths in tokens)
   Blank lines are skipped; any other field is kept.
@@ -49,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="verify completions with a task and score them with rewards",
         description="Verify completions with a task, score them with rewards, write JSONL.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--task", required=True, help="task name (see `reasonlab tasks`)")
     p.add_argument("--input", required=True, type=Path, help="JSONL of completions (see below)")
@@ -221,6 +222,13 @@ def run(args: argparse.Namespace) -> int:
     for lineno, example in zip(linenos, examples):
         try:
             prompts.append(task.render(example, template=args.template))
+        except KeyError as err:  # a task field the row lacks, e.g. countdown's meta.numbers
+            key = err.args[0] if err.args else "?"
+            field = f"meta.{key}" if key not in example.meta else str(key)
+            raise CLIError(
+                f"{args.input}:{lineno}: field {field!r} is missing; task {task.name!r} needs it "
+                "(rows as written by `reasonlab generate`, with their meta)"
+            ) from None
         except Exception as err:  # a row whose example the task cannot read
             raise CLIError(f"{args.input}:{lineno}: cannot render the prompt: {err}") from None
 
@@ -255,10 +263,12 @@ def run(args: argparse.Namespace) -> int:
     n = len(scored)
     means = out.means()
     print(f"scored {n} completions of task {task.name!r} -> {args.out}")
-    print(f"  accuracy   {sum(v.correct for v in verdicts) / n:.4f}")
+    print(f"  correct    {sum(v.correct for v in verdicts) / n:.4f}  (share the task verifies)")
     print(f"  format_ok  {sum(v.format_ok for v in verdicts) / n:.4f}")
     print(f"  reward     {means['reward']:.4f}  (mean of the weighted total)")
     width = max(len(k) for k in out.components)
     for key in out.components:
-        print(f"    {key:<{width}}  {means[key]:.4f}  (weight {out.weights[key]:g})")
+        scheme = key == "accuracy" or key.startswith("accuracy/")
+        what = f", the {args.scheme!r} scheme's reward" if scheme else ""
+        print(f"    {key:<{width}}  {means[key]:.4f}  (weight {out.weights[key]:g}{what})")
     return 0

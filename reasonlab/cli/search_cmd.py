@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reasonlab.cli import CLIError
+from reasonlab.cli import CLIError, HelpFormatter
 from reasonlab.io import atomic_write_text, write_jsonl
 
 EPILOG = """\
@@ -27,7 +27,7 @@ PRM (--prm): `checker` scores a step 1 when all its "a op b = c" arithmetic is r
 --trust-remote-code for the original model's own code).
 
 example:
-  reasonlab search --model runs/demo/final --benchmark countdown \\
+  reasonlab search --model runs/demo/policy --benchmark countdown_demo \\
       --methods majority,best_of_n,weighted_bon,beam,dvts --n 1,2,4,8,16 --prm checker \\
       --limit 50 --out runs/demo/search
 """
@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Accuracy against the generation budget N for inference-time scaling "
         "methods on one benchmark; saves results JSON and a plot.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="local Hugging Face model folder")
     p.add_argument("--benchmark", required=True, help="benchmark name (see `reasonlab eval`)")

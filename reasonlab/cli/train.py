@@ -13,11 +13,13 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from reasonlab.cli import HelpFormatter
+
     parser = subparsers.add_parser(
         "train",
         help="RL training (GRPO family, PPO) from a recipe",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "items",

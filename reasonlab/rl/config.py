@@ -404,6 +404,12 @@ def locate(field: str, source: str | None = None, overrides: Sequence[str] = ())
     return f"{source}:{line}" if line else str(source)
 
 
+MODEL_PATH_HINT = (
+    "give a local Hugging Face model folder (with config.json, as written by save_pretrained or "
+    "`reasonlab pretrain --out DIR`) or `tiny`"
+)
+
+
 def validate(
     config: TrainConfig,
     world_size: int = 1,
@@ -446,6 +452,12 @@ def validate(
     c = config
     # model
     one_of("model.dtype", c.model.dtype, ("float32", "bfloat16", "float16", "auto"))
+    if c.model.path != "tiny":
+        folder = Path(c.model.path).expanduser()
+        if not folder.is_dir():
+            fail("model.path", f"{c.model.path!r} is not a folder; {MODEL_PATH_HINT}")
+        if not (folder / "config.json").is_file():
+            fail("model.path", f"{c.model.path!r} has no config.json; {MODEL_PATH_HINT}")
     if c.model.path == "tiny":
         one_of("model.tiny.arch", c.model.tiny.arch, ("qwen2", "llama"))
         for name in (
