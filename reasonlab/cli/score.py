@@ -171,20 +171,18 @@ def token_columns(rows: list[dict[str, Any]], path: Path, linenos: list[int]) ->
 # Work
 
 
-def verify_all(task: Any, texts: list[str], examples: list, workers: int | None) -> list:
+def verify_with_progress(task: Any, texts: list[str], examples: list, workers: int | None) -> list:
+    """`reasonlab.tasks.base.verify_all` in chunks of VERIFY_CHUNK, with a progress bar."""
     from tqdm import tqdm
 
-    batched = getattr(task, "verify_batch", None)
+    from reasonlab.tasks.base import verify_all
+
     verdicts: list = []
     with tqdm(total=len(texts), desc="verify", unit="completion", file=sys.stderr) as bar:
         for start in range(0, len(texts), VERIFY_CHUNK):
-            chunk_texts = texts[start : start + VERIFY_CHUNK]
-            chunk_examples = examples[start : start + VERIFY_CHUNK]
-            if callable(batched):
-                verdicts.extend(batched(chunk_texts, chunk_examples, workers=workers))
-            else:
-                verdicts.extend(task.verify(t, e) for t, e in zip(chunk_texts, chunk_examples))
-            bar.update(len(chunk_texts))
+            chunk = slice(start, start + VERIFY_CHUNK)
+            verdicts.extend(verify_all(task, texts[chunk], examples[chunk], workers))
+            bar.update(len(texts[chunk]))
     return verdicts
 
 
@@ -233,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{args.input}:{lineno}: cannot render the prompt: {err}") from None
 
     texts = [rewards.completion_text(c) for c in completions]
-    verdicts = verify_all(task, texts, examples, args.workers)
+    verdicts = verify_with_progress(task, texts, examples, args.workers)
     columns = {
         "prompts": prompts,
         "verdicts": verdicts,
