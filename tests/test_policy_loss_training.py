@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,16 @@ def sevens(completions, **columns):
     return [text.count("7") / max(1, len(text)) for text in completions]
 
 
-def tiny_run(tmp_path: Path, recipe: Path | None, *overrides: str) -> list[dict]:
+def text_hash(completions, **columns):
+    """A reward in [0, 1) that differs between any two different texts: every group has signal."""
+    return [zlib.crc32(text.encode()) / 2**32 for text in completions]
+
+
+def tiny_run(tmp_path: Path, recipe: Path | None, *overrides: str, reward=sevens) -> list[dict]:
     out = tempfile.mkdtemp(dir=tmp_path)  # a fresh run folder per call
     extra = [*SHRINK, f"run.out_dir={out}", *overrides]
     cfg = validate(load_config(TrainConfig, recipe, extra), source=str(recipe) if recipe else None)
-    trainer = Trainer(cfg, reward_fns=[RewardTerm("sevens", 1.0, sevens)])
+    trainer = Trainer(cfg, reward_fns=[RewardTerm(reward.__name__, 1.0, reward)])
     return [trainer.train_step() for _ in range(cfg.run.steps)]
 
 
@@ -131,6 +137,7 @@ def test_old_logprobs_rollout_lines_up_with_the_trainers_logprobs(tmp_path):
         "batching.minibatch_size=4",
         "optim.lr=1e-2",
         "run.steps=1",
+        reward=text_hash,  # nonzero advantages whatever the samples
     )
     assert row["updates"] == 2 and row["ratio_max"] - row["ratio_min"] > 1e-2
 
