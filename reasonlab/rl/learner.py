@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicCache
 
+from reasonlab.models import cache_keyword
 from reasonlab.records import Rollout
 from reasonlab.rl.advantages import compute_advantages
 from reasonlab.rl.config import TrainConfig
@@ -250,19 +252,21 @@ class Learner:
         P = first.prompt_len
         prompt_mask = first.attention_mask[:, :P]
         extra: dict[str, Any] = {"logits_to_keep": 1} if self.keep_logits else {}
+        cache = DynamicCache(config=model.config)  # filled in place by both passes
+        cache_kw = cache_keyword(model)
         out = model(
             input_ids=first.input_ids[:, :P],
             attention_mask=prompt_mask,
             position_ids=first.position_ids[:, :P],
             use_cache=True,
             output_hidden_states=values,
+            **{cache_kw: cache},
             **extra,
         )
         logits = out.logits[:, -1:].index_select(0, index)  # [b, 1, V]: predicts token 0
         hidden = out.hidden_states[-1][:, -1:].index_select(0, index) if values else None
         if T == 1:
             return logits, hidden
-        cache = out.past_key_values
         cache.reorder_cache(index)  # [u, ...] -> [b, ...]
         body = _pad_ids([c[: T - 1] for c in completions], T - 1, self.pad_id, self.device)
         body_mask = (
@@ -274,8 +278,8 @@ class Learner:
             input_ids=body,
             attention_mask=torch.cat([prompt_mask.index_select(0, index), body_mask], dim=1),
             position_ids=start[:, None] + torch.arange(T - 1, device=self.device)[None, :],
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kw: cache},
             output_hidden_states=values,
         )
         logits = torch.cat([logits, out.logits], dim=1)  # [b, T, V]
