@@ -17,11 +17,14 @@ forward/backward and the update.
 reasonlab runs twice, with `batching.share_prompts=true` (its default: one prefill per distinct
 prompt in the update, its KV cache shared by the prompt's samples) and `=false` (one full
 prompt + response pass per sample, as TRL does). The three are interleaved step by step (a TRL step,
-then one of each reasonlab trainer, from a TRL callback), so a machine whose load changes during
-the run slows all of them alike. Each reports the median seconds per step after `--warmup` steps
-and completion tokens per second of step time (all tokens sampled in the measured steps over
-their summed time). The ratios are TRL s/step / reasonlab s/step (above 1: reasonlab is faster);
-the last line is `ratio: X` for reasonlab's default settings (`share_prompts=true`).
+then one of each reasonlab trainer, from a TRL callback), so a change of load between steps
+reaches all three rather than one (a change within a round still does not). Each reports the
+median seconds per step after `--warmup` steps, the median CPU seconds per step (this process,
+all threads: on a machine shared with other jobs, wall time measures the neighbours too) and
+completion tokens per second of step time (all tokens sampled in the measured steps over their
+summed time). The ratios are TRL's over reasonlab's s/step (above 1: reasonlab is faster); the
+last line is `ratio: X` in wall-clock s/step for reasonlab's default settings
+(`share_prompts=true`).
 """
 
 from __future__ import annotations
@@ -109,21 +112,27 @@ def reasonlab_trainer(tokenizer, model, examples, new_tokens: int, share: bool, 
 
 
 class Side:
-    """Seconds and completion tokens of each step of one trainer."""
+    """Wall-clock seconds, CPU seconds (this process, every thread) and completion tokens of each
+    step of one trainer."""
 
     def __init__(self, name: str):
-        self.name, self.times, self.tokens = name, [], []
+        self.name, self.times, self.cpu, self.tokens = name, [], [], []
 
-    def summary(self, warmup: int) -> tuple[float, float]:
-        """(median s/step, completion tokens per second) over the steps after `warmup`."""
+    def summary(self, warmup: int) -> tuple[float, float, float]:
+        """(median s/step, median CPU s/step, completion tokens per second) after `warmup`."""
         times, tokens = self.times[warmup:], self.tokens[warmup:]
-        return statistics.median(times), sum(tokens) / sum(times)
+        return (
+            statistics.median(times),
+            statistics.median(self.cpu[warmup:]),
+            sum(tokens) / sum(times),
+        )
 
 
 def reasonlab_step(trainer, side: Side) -> None:
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     metrics = trainer.train_step()
     side.times.append(time.perf_counter() - t0)
+    side.cpu.append(time.process_time() - cpu0)
     side.tokens.append(metrics["length/mean"] * PROMPTS * SAMPLES)
 
 
@@ -138,16 +147,18 @@ def run_interleaved(tokenizer, model, prompts, ours: list, steps: int, new_token
 
     class Interleave(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
             trl_side.times.append(time.perf_counter() - self.start)
+            trl_side.cpu.append(time.process_time() - self.cpu)
             for trainer, side in ours:
                 reasonlab_step(trainer, side)
+            sides = [trl_side] + [side for _, side in ours]
             times = ", ".join(
-                f"{s.name} {s.times[-1]:.2f}" for s in [trl_side] + [s for _, s in ours]
+                f"{s.name} {s.times[-1]:.2f} s ({s.cpu[-1]:.2f} CPU s)" for s in sides
             )
-            print(f"step {len(trl_side.times)}: {times} s", file=sys.stderr, flush=True)
+            print(f"step {len(trl_side.times)}: {times}", file=sys.stderr, flush=True)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "completions/mean_length" in logs:
@@ -238,16 +249,22 @@ def main() -> None:
     theirs = run_interleaved(
         tokenizer, copy.deepcopy(model), prompts, ours, total, args.new_tokens, args.out + "/trl"
     )
-    trl_s, trl_tps = theirs.summary(args.warmup)
+    trl_s, trl_cpu, trl_tps = theirs.summary(args.warmup)
     for side in [theirs] + [side for _, side in ours]:
-        median, tps = side.summary(args.warmup)
+        median, cpu, tps = side.summary(args.warmup)
         kept = [round(t, 3) for t in side.times[args.warmup :]]
-        print(f"{side.name:32s} {median:8.3f} s/step {tps:8.1f} tokens/s  (steps: {kept})")
+        print(
+            f"{side.name:32s} {median:8.3f} s/step {cpu:8.3f} CPU s/step {tps:8.1f} tokens/s  "
+            f"(steps: {kept})"
+        )
     ratios = {}
     for _, side in ours:
-        median, tps = side.summary(args.warmup)
+        median, cpu, tps = side.summary(args.warmup)
         ratios[side.name] = trl_s / median
-        print(f"TRL / {side.name}: {trl_s / median:.2f} in s/step, {tps / trl_tps:.2f} in tokens/s")
+        print(
+            f"TRL / {side.name}: {trl_s / median:.2f} in s/step, {trl_cpu / cpu:.2f} in CPU "
+            f"s/step, {tps / trl_tps:.2f} in tokens/s"
+        )
     print(
         f"ratio below: TRL s/step / reasonlab s/step, reasonlab with batching.share_prompts=true, "
         f"{args.new_tokens} new tokens, median of {args.steps} steps"
