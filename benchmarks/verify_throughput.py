@@ -29,10 +29,17 @@ Where they read different ones, the reason is counted and printed, never dropped
 "answer"), several boxes (math-verify joins nearby ones), a "percent" after the box; a
 difference on the same answer fails.
 Before timing, every side checks `--warmup` completions of other problems (a trainer's steady
-state: math-verify's parser warms up as it meets new forms). The last line is `ratio: X`, the
-peer's time over `verify_batch`'s. The CPU seconds of both sides (this process plus the workers,
-read from /proc) are printed too: on a machine shared with other jobs, wall time with 2 workers
-measures the neighbours as much as the code.
+state: math-verify's parser warms up as it meets new forms).
+
+The ratios, in the order printed: first the same-extraction loop against `verify_batch` in CPU
+seconds (the loop's, one process, over `verify_batch`'s: this process plus its workers, read from
+/proc), which is what the fast paths and caches buy, with the extraction and the core count the
+same on both sides; then the peer against `verify_batch`, in wall-clock seconds with the run's
+workers (what a reward function gains from calling `verify_batch`, parallelism included) next to
+the same in CPU seconds (on a machine shared with other jobs, wall time with several workers
+measures the neighbours as much as the code). The last line is `ratio: X`, the first of these:
+same-extraction loop CPU seconds / `verify_batch` CPU seconds (where the workers' CPU time cannot
+be read, wall-clock seconds, and the line before it says so).
 
 Other tasks (`countdown`, `arithmetic`, `knights_knaves`, any registered): examples from
 `generate` (or `load`), completions with the reference answer in `<answer>` tags, a perturbed
@@ -201,6 +208,7 @@ def _timed(fn, *args):
 
 
 def bench_math(n: int, group: int, workers: int | None, seed: int, warmup: int) -> float:
+    """Times and checks the math sides; returns the headline ratio (see the module docstring)."""
     task = tasks.get("math")
     problems = task.load("math_train")
     random.Random(seed).shuffle(problems)
@@ -220,10 +228,12 @@ def bench_math(n: int, group: int, workers: int | None, seed: int, warmup: int) 
     verdicts, ours = _timed(lambda: task.verify_batch(texts, examples, workers=workers))
     cpu1, workers_cpu1 = time.process_time(), pool.worker_cpu_seconds()
     peer, theirs = _timed(peer_loop, texts, examples)
-    peer_cpu = time.process_time() - cpu1
+    cpu2 = time.process_time()
+    reference, reference_s = _timed(same_extraction_loop, texts, examples)
+    reference_cpu, peer_cpu = time.process_time() - cpu2, cpu2 - cpu1
     ours_cpu = cpu1 - cpu0
     workers_cpu = None if None in (workers_cpu0, workers_cpu1) else workers_cpu1 - workers_cpu0
-    reference, reference_s = _timed(same_extraction_loop, texts, examples)
+    num_workers = workers or bounded.available_cores()
 
     correct = [v.correct for v in verdicts]
     timeouts = sum(v.detail == "timeout" for v in verdicts)
@@ -233,18 +243,35 @@ def bench_math(n: int, group: int, workers: int | None, seed: int, warmup: int) 
         f"{distinct} distinct (gold, answer) pairs, {sum(correct)} correct, {timeouts} timeouts"
     )
     count = len(texts)
+    if workers_cpu is not None:
+        ours_total = ours_cpu + workers_cpu
+        headline, headline_unit = reference_cpu / ours_total, "CPU seconds"
+        print(
+            f"  same extraction, CPU seconds: same-extraction loop {reference_cpu:.2f} (one "
+            f"process) / verify_batch {ours_total:.2f} (this process {ours_cpu:.2f}, "
+            f"{num_workers} workers {workers_cpu:.2f}) = {headline:.1f}"
+        )
+    else:
+        headline, headline_unit = reference_s / ours, f"wall-clock seconds, {num_workers} workers"
+        print(
+            f"  same extraction, wall clock (workers' CPU time unreadable): same-extraction "
+            f"loop {reference_s:.2f} s / verify_batch {ours:.2f} s = {headline:.1f}"
+        )
+    peer_line = (
+        f"  peer: wall clock with {num_workers} workers {theirs:.2f} s / {ours:.2f} s = "
+        f"{theirs / ours:.1f}"
+    )
+    if workers_cpu is not None:
+        peer_line += (
+            f"; CPU seconds {peer_cpu:.2f} / {ours_total:.2f} = {peer_cpu / ours_total:.1f}"
+        )
+    print(peer_line)
     print(f"  verify_batch                {count / ours:8.0f} verdicts/s  ({ours:.2f} s)")
     print(f"  peer (parse + verify loop)  {count / theirs:8.0f} verdicts/s  ({theirs:.2f} s)")
     print(
         f"  same-extraction loop        {count / reference_s:8.0f} verdicts/s  ({reference_s:.2f} s)"
     )
     print(f"  worker start (once): {pool_start:.2f} s")
-    if workers_cpu is not None:  # what the run cost, whatever else shares the cores
-        print(
-            f"  CPU seconds: verify_batch {ours_cpu + workers_cpu:.2f} (this process "
-            f"{ours_cpu:.2f}, workers {workers_cpu:.2f}), peer {peer_cpu:.2f}; "
-            f"CPU ratio {peer_cpu / (ours_cpu + workers_cpu):.1f}"
-        )
 
     unlike_reference = [i for i in range(count) if correct[i] != reference[i]]
     unlike_peer = [i for i in range(count) if correct[i] != bool(peer[i])]
@@ -263,11 +290,14 @@ def bench_math(n: int, group: int, workers: int | None, seed: int, warmup: int) 
         print(f" ours {correct[i]} ({verdicts[i].detail}) peer {peer[i]} reference {reference[i]}")
     assert not unlike_reference, "verify_batch and the same-extraction loop disagree"
     assert SAME_ANSWER not in reasons, "verify_batch and the peer disagree on the same answer"
-    print(f"  speedup over the same-extraction loop: {reference_s / ours:.1f}")
     print(
         f"  trl.rewards.accuracy_reward against the peer: {trl_differences(texts, examples, peer)}"
     )
-    return theirs / ours
+    print(
+        f"ratio below: same-extraction loop / verify_batch in {headline_unit} "
+        "(same answers extracted, same verdicts)"
+    )
+    return headline
 
 
 SAME_ANSWER = "same answer read, different verdict (a verification difference: fails)"

@@ -12,6 +12,7 @@ causal LM folder loads here.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -153,9 +154,20 @@ def num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def cache_keyword(model: Any) -> str:
+    """The keyword argument by which `model.forward` takes a KV cache: `cache` where transformers
+    has renamed it (and logs a deprecation warning for the old name), else `past_key_values`.
+
+    Callers that pass a cache object they made keep using that object: its layers are updated in
+    place, so the output's cache field (renamed the same way) need not be read back."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 __all__ = [
     "DROPOUT_NAMES",
     "DTYPES",
+    "cache_keyword",
     "disable_dropout",
     "enable_gradient_checkpointing",
     "load",

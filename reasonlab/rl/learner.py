@@ -51,8 +51,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicCache
 
-from reasonlab.models import disable_dropout
+from reasonlab.models import cache_keyword, disable_dropout
 from reasonlab.records import Rollout
 from reasonlab.rl.advantages import compute_advantages
 from reasonlab.rl.config import TrainConfig
@@ -289,11 +290,13 @@ class Learner:
         prompt_mask = first.attention_mask[:, :P]
         extra: dict[str, Any] = {"logits_to_keep": 1} if self.keep_logits else {}
         replay = self.checkpointing and torch.is_grad_enabled() and model.training
+        cache_kw = cache_keyword(model)
         if replay:  # our own cache, which checkpointed layers keep (see _ReplayCache)
-            cache_args: dict[str, Any] = {"past_key_values": _replay_cache_class()()}
+            cache = _replay_cache_class()()
             use_cache = False  # the layers fill the given cache; no warning about it
         else:
-            cache_args, use_cache = {}, True
+            cache = DynamicCache(config=model.config)  # filled in place by both passes
+            use_cache = True
         with _layers_keep_cache(model, replay):
             out = model(
                 input_ids=first.input_ids[:, :P],
@@ -301,7 +304,7 @@ class Learner:
                 position_ids=first.position_ids[:, :P],
                 use_cache=use_cache,
                 output_hidden_states=values,
-                **cache_args,
+                **{cache_kw: cache},
                 **extra,
             )
         logits = out.logits[:, -1:].index_select(0, index)  # [b, 1, V]: predicts token 0
@@ -309,9 +312,8 @@ class Learner:
         if T == 1:
             return logits, hidden
         if replay:
-            cache = cache_args["past_key_values"].select(index)  # [u, ...] -> [b, ...], frozen
+            cache = cache.select(index)  # [u, ...] -> [b, ...], frozen
         else:
-            cache = out.past_key_values
             cache.reorder_cache(index)  # [u, ...] -> [b, ...]
         body = _pad_ids([c[: T - 1] for c in completions], T - 1, self.pad_id, self.device)
         body_mask = (
@@ -324,9 +326,9 @@ class Learner:
                 input_ids=body,
                 attention_mask=torch.cat([prompt_mask.index_select(0, index), body_mask], dim=1),
                 position_ids=start[:, None] + torch.arange(T - 1, device=self.device)[None, :],
-                past_key_values=cache,
                 use_cache=use_cache,
                 output_hidden_states=values,
+                **{cache_kw: cache},
             )
         logits = torch.cat([logits, out.logits], dim=1)  # [b, T, V]
         if values:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from reasonlab.models import cache_keyword
 from reasonlab.records import Rollout
 from reasonlab.rollout.base import Prompt, SamplingParams
 
@@ -68,6 +69,7 @@ class HFEngine:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
         self._keep_last_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._cache_kw = cache_keyword(model)
         # Unseeded calls draw from this generator, itself seeded from torch's global RNG, so that
         # `torch.manual_seed` at the top of a script fixes every sample.
         self._generator = torch.Generator(device=self.device)
@@ -157,11 +159,10 @@ class HFEngine:
             input_ids=input_ids,
             attention_mask=attention[:, :prompt_len],
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_kw: cache},
             **extra,
         )
-        cache = out.past_key_values
         expand = torch.tensor(row_to_prompt, device=device)  # [rows] -> prompt index
         if len(uniq) != num_rows:
             cache.reorder_cache(expand)
@@ -209,10 +210,9 @@ class HFEngine:
                 input_ids=token[:, None],
                 attention_mask=attention[:, : prompt_len + t + 1],
                 position_ids=next_pos[:, None],
-                past_key_values=cache,
                 use_cache=True,
+                **{self._cache_kw: cache},
             )
-            cache = out.past_key_values
             logits = out.logits[:, -1, :].float()
             next_pos = next_pos + 1
 
