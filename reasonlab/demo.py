@@ -110,7 +110,7 @@ def run_demo(
     from reasonlab import models, tasks
     from reasonlab.analysis.plots import plot_training
     from reasonlab.config import load_config
-    from reasonlab.models.base_model import PretrainSettings, build_corpus, pretrain_base
+    from reasonlab.models.base_model import PretrainSettings, corpus_problems, pretrain_base
     from reasonlab.rl.config import TrainConfig
     from reasonlab.rl.data import split_examples
     from reasonlab.rl.trainer import Trainer
@@ -162,7 +162,7 @@ def run_demo(
     )
 
     plot_training(out / "rl", out / "training.png")
-    corpus_examples = build_corpus(settings)[2]
+    corpus_examples = corpus_problems(settings)
     summary = {
         "task": cfg.task.name,
         "params": dict(cfg.task.params),

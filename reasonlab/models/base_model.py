@@ -85,22 +85,33 @@ class PretrainSettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def corpus_problems(settings: PretrainSettings) -> list[Any]:
+    """The distinct problems (Examples) the corpus's attempts are at, all outside the held-out
+    share of the problem space (`reasonlab.tasks.split`)."""
+    from reasonlab import tasks
+    from reasonlab.tasks import split
+
+    if settings.task != "countdown":
+        raise ValueError(f"pretrain has a corpus for: countdown; got task {settings.task!r}")
+    try:
+        return split.problems(
+            tasks.get(settings.task), settings.problems, seed=settings.seed, **settings.params
+        )
+    except ValueError as err:
+        raise ValueError(str(err)) from None
+
+
 def build_corpus(
     settings: PretrainSettings,
 ) -> tuple[list[tuple[str, str]], dict[str, Any], list[Any]]:
     """(prompt, completion) pairs, corpus stats (size, solved share, distinct problems) and the
-    problems (Examples) the attempts are at, all outside the held-out share."""
+    problems (`corpus_problems`) the attempts are at."""
     from reasonlab import tasks
-    from reasonlab.tasks import corpus, split
+    from reasonlab.tasks import corpus
 
-    if settings.task != "countdown":
-        raise ValueError(f"pretrain has a corpus for: countdown; got task {settings.task!r}")
+    examples = corpus_problems(settings)
     task = tasks.get(settings.task)
     style = settings.attempt_style()
-    try:
-        examples = split.problems(task, settings.problems, seed=settings.seed, **settings.params)
-    except ValueError as err:
-        raise ValueError(str(err)) from None
     pairs: list[tuple[str, str]] = []
     solved = 0
     for i in range(settings.attempts):
