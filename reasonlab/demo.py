@@ -128,7 +128,11 @@ def run_demo(
         **{**DEMO_PRETRAIN, **(pretrain or {})},
     )
     base_dir = out / "base"
-    record = pretrain_base(settings, base_dir, eval_examples=0, log=log)
+    # the recipe's thread count for pretraining too: torch's process-wide setting may have been
+    # lowered by an earlier run in the same process (a test session), which doubled this stage
+    record = pretrain_base(
+        settings, base_dir, eval_examples=0, num_threads=cfg.run.num_threads, log=log
+    )
     pretrain_seconds = time.perf_counter() - start
 
     task = tasks.get(cfg.task.name)
