@@ -88,6 +88,14 @@ def read_jsonl(
         yield row
 
 
+def read_run_file(path: PathLike) -> list[dict[str, Any]]:
+    """The rows of a run's append-only log (metrics.jsonl, eval.jsonl...): [] when the file is
+    missing; a last line cut by a kill mid-write is dropped."""
+    if not os.path.exists(path):
+        return []
+    return list(read_jsonl(path, drop_partial_last_line=True))
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
 
@@ -149,6 +157,13 @@ def write_jsonl(
             f.write(json.dumps(row, ensure_ascii=False, default=default) + "\n")
             count += 1
     return count
+
+
+def truncate_run_file(path: PathLike, step: int) -> int:
+    """Keep the rows of a run log whose `step` is <= `step` (a resumed run rewrites the later
+    ones); returns the number kept. Atomic, like every write here."""
+    rows = [row for row in read_run_file(path) if int(row.get("step", 0)) <= step]
+    return write_jsonl(path, rows)
 
 
 def _fsync(path: Path) -> None:

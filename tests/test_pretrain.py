@@ -65,11 +65,49 @@ def test_packed_rows_do_not_attend_across_samples(tokenizer):
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
-    assert P.lr_at(0, 100, 10, 0.1) == pytest.approx(0.1)
-    assert P.lr_at(9, 100, 10, 0.1) == pytest.approx(1.0)
-    assert P.lr_at(10, 100, 10, 0.1) == pytest.approx(1.0)
-    assert P.lr_at(55, 100, 10, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway: cos = 0
-    assert P.lr_at(100, 100, 10, 0.1) == pytest.approx(0.1)
+    from reasonlab.optim import lr_factor
+
+    def at(step):
+        return lr_factor(step, total_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+
+    assert at(0) == pytest.approx(0.1)
+    assert at(9) == pytest.approx(1.0)
+    assert at(10) == pytest.approx(1.0)
+    assert at(55) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway: cos = 0
+    assert at(100) == pytest.approx(0.1)
+
+
+def test_pretraining_is_bit_identical_to_before_the_shared_sft_step():
+    """Golden: the losses and weights of a short `pretrain_base` run captured before pretraining
+    became SFT's `supervised_step` (tests/data/pretrain_golden.json, one torch thread). The demo's
+    base model must not change with the refactor; other torch versions may round differently."""
+    import hashlib
+    import pathlib
+
+    from safetensors.torch import load_file
+
+    from reasonlab.models.base_model import PretrainSettings, pretrain_base
+
+    golden = json.loads(
+        (pathlib.Path(__file__).parent / "data" / "pretrain_golden.json").read_text()
+    )
+    if torch.__version__ != golden["torch"]:
+        pytest.skip(f"golden captured with torch {golden['torch']}, this is {torch.__version__}")
+    settings = PretrainSettings(**golden["settings"])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        record = pretrain_base(
+            settings, pathlib.Path(out), eval_examples=0, num_threads=1, log=lambda _: None
+        )
+        weights = load_file(str(pathlib.Path(out) / "model.safetensors"))
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(weights[name].contiguous().view(torch.uint8).numpy().tobytes())
+    assert [float(x).hex() for x in record["train"]["losses"]] == golden["losses"]
+    assert record["train"]["tokens"] == golden["tokens"]
+    assert digest.hexdigest() == golden["weights_sha256"]
 
 
 def test_a_tiny_model_learns_its_corpus(tokenizer):

@@ -502,13 +502,14 @@ def test_lr_schedule_warmup_then_cosine_by_hand(tmp_path):
         "run.steps=6",
     )
     factor = lr_lambda(cfg)
-    # steps 1, 2 warm up; steps 3..6 decay over 4 steps: progress 1/4, 2/4, 3/4, 1
+    # steps 1, 2 warm up; steps 3..6 decay over 4 steps from the peak: progress 0, 1/4, 2/4, 3/4
+    # (the floor is reached after the last step, as in transformers' schedulers)
     expected = [0.5, 1.0] + [
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)) for p in (0.25, 0.5, 0.75, 1)
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)) for p in (0, 0.25, 0.5, 0.75)
     ]
     assert [factor(k) for k in range(6)] == pytest.approx(expected)
     linear = make_config(tmp_path, "optim.schedule=linear", "run.steps=4")
-    assert [lr_lambda(linear)(k) for k in range(4)] == pytest.approx([0.75, 0.5, 0.25, 0.0])
+    assert [lr_lambda(linear)(k) for k in range(4)] == pytest.approx([1.0, 0.75, 0.5, 0.25])
 
 
 def test_dynamic_sampling_drops_groups_without_signal(tmp_path):

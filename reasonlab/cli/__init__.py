@@ -16,6 +16,7 @@ COMMANDS = [
     "score",
     "pretrain",
     "train",
+    "sft",
     "demo",
     "eval_cmd",
     "search_cmd",

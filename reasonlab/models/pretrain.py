@@ -16,7 +16,6 @@ What is implemented (nanoGPT-style, on a Hugging Face model):
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -93,12 +92,161 @@ def pack(
     return input_ids, positions, targets
 
 
-def lr_at(step: int, steps: int, warmup: int, min_lr_ratio: float) -> float:
-    """Multiplier of the peak learning rate at `step` (0-based): linear warm-up, cosine decay."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def pad(
+    samples: list[tuple[list[int], list[bool]]], seq_len: int, pad_id: int, rng: random.Random
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One sample per row, in a random order, cut to `seq_len` and right-padded.
+
+    Returns input_ids, position_ids, target masks and the attention mask (1 on real tokens), each
+    [samples, seq_len]; `RowStream` trims a batch to its longest row.
+    """
+    order = list(range(len(samples)))
+    rng.shuffle(order)
+    input_ids = torch.full((len(order), seq_len), pad_id, dtype=torch.long)
+    targets = torch.zeros((len(order), seq_len), dtype=torch.bool)
+    attention = torch.zeros((len(order), seq_len), dtype=torch.long)
+    for r, i in enumerate(order):
+        ids, target = samples[i]
+        n = min(len(ids), seq_len)
+        input_ids[r, :n] = torch.tensor(ids[:n])
+        targets[r, :n] = torch.tensor(target[:n])
+        attention[r, :n] = 1
+    positions = torch.arange(seq_len).expand(len(order), seq_len).clone()
+    return input_ids, positions, targets, attention
+
+
+class RowStream:
+    """Training rows in epochs: all samples packed (`pack`) or padded (`pad`) in a fresh random
+    order each epoch; `take(n)` hands out the next `n` rows, starting a new epoch (and dropping the
+    last epoch's remainder) when fewer than `n` are left.
+
+    `state_dict()` (the epoch, the position in it and the random state that ordered it) restores
+    the stream exactly with `load_state_dict`, for checkpoints.
+    """
+
+    def __init__(
+        self,
+        samples: list[tuple[list[int], list[bool]]],
+        seq_len: int,
+        pad_id: int,
+        seed: int = 0,
+        packing: bool = True,
+    ):
+        if not samples:
+            raise ValueError("no samples to train on")
+        self.samples, self.seq_len, self.pad_id, self.packing = samples, seq_len, pad_id, packing
+        self.rng = random.Random(seed)
+        self.epoch, self.cursor = 0, 0
+        self._arrange()
+
+    def _arrange(self) -> None:
+        self._rng_state = self.rng.getstate()  # what ordered this epoch, for state_dict
+        if self.packing:
+            self.rows = (*pack(self.samples, self.seq_len, self.pad_id, self.rng), None)
+        else:
+            self.rows = pad(self.samples, self.seq_len, self.pad_id, self.rng)
+
+    def __len__(self) -> int:
+        """Rows in the current epoch."""
+        return len(self.rows[0])
+
+    def take(self, n: int) -> dict[str, torch.Tensor]:
+        """The next `n` rows: input_ids, position_ids, targets (bool) and, when padding,
+        attention_mask, each [n, T] (padded rows trimmed to the longest of the n). An epoch of
+        fewer than `n` rows gives all of them, re-ordered at every call."""
+        if self.cursor + n > len(self):
+            self.epoch += 1
+            self._arrange()
+            self.cursor = 0
+        rows = slice(self.cursor, self.cursor + n)
+        self.cursor += n
+        input_ids, positions, targets, attention = self.rows
+        batch = {
+            "input_ids": input_ids[rows],
+            "position_ids": positions[rows],
+            "targets": targets[rows],
+        }
+        if attention is not None:
+            width = max(1, int(attention[rows].sum(1).max()))
+            batch = {k: v[:, :width] for k, v in batch.items()}
+            batch["attention_mask"] = attention[rows, :width]
+        return batch
+
+    @property
+    def epochs(self) -> float:
+        """Epochs done, fractional."""
+        return self.epoch + self.cursor / max(1, len(self))
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self._rng_state
+        return {"epoch": self.epoch, "cursor": self.cursor, "rng": [version, list(internal), gauss]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self._arrange()
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+
+
+LossFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, int]]
+"""`loss_fn(model, batch) -> (mean loss over the batch's loss tokens, their count)`."""
+
+
+def nll_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Next-token cross-entropy, averaged over the target tokens of `batch` (see `RowStream`)."""
+    ids = batch["input_ids"]
+    logits = model(
+        input_ids=ids,
+        position_ids=batch["position_ids"],
+        attention_mask=batch.get("attention_mask"),
+        use_cache=False,
+    ).logits  # [B, T, V]
+    mask = batch["targets"][:, 1:]  # logits at t predict token t + 1
+    return torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), ids[:, 1:][mask]), int(
+        mask.sum()
+    )
+
+
+def supervised_step(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    micro_batches: Sequence[dict[str, torch.Tensor]],
+    *,
+    max_grad_norm: float | None = 1.0,
+    loss_fn: LossFn = nll_loss,
+) -> dict[str, float]:
+    """One optimiser step of pretraining and SFT, over `micro_batches` (gradient accumulation).
+
+    The loss is the mean over every loss token of all micro-batches (each micro-batch's mean
+    weighted by its share of the tokens, as transformers' `num_items_in_batch`), so 1 micro-batch
+    of 8 rows and 8 of 1 row give the same gradient. Micro-batches without loss tokens are skipped.
+    Then clipping at `max_grad_norm` (None: none), AdamW, one scheduler step. Returns loss,
+    grad_norm (before clipping), tokens (loss tokens) and lr (the one used).
+    """
+    device = next(model.parameters()).device
+    counts = [int(b["targets"][:, 1:].sum()) for b in micro_batches]
+    total = sum(counts)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.zero_grad(set_to_none=True)
+    loss_value = 0.0
+    for batch, count in zip(micro_batches, counts):
+        if count == 0:
+            continue
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss, _ = loss_fn(model, batch)
+        # the same tokens counted by the step: the mean of this micro-batch times its share
+        share = count / total
+        (loss * share).backward()
+        loss_value += float(loss.detach()) * share
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_grad_norm is not None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    else:
+        grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+    optimizer.step()
+    scheduler.step()
+    return {"loss": loss_value, "grad_norm": grad_norm, "tokens": total, "lr": lr}
 
 
 def pretrain(
@@ -128,6 +276,8 @@ def pretrain(
     `log_every` steps), first_loss, losses (one per log), seconds, tokens (target tokens seen),
     epochs, num_params, cut_samples.
     """
+    from reasonlab.optim import adamw, scheduler
+
     if steps < 1 or batch_size < 1 or seq_len < 2:
         raise ValueError(
             f"need steps >= 1, batch_size >= 1, seq_len >= 2; got {steps}, {batch_size}, {seq_len}"
@@ -138,69 +288,37 @@ def pretrain(
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    device = next(model.parameters()).device
-    rng = random.Random(seed)
     old_threads = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(num_threads)
-
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-        betas=(0.9, 0.95),
+    optimizer = adamw(model, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    schedule = scheduler(
+        optimizer, total_steps=steps, warmup_steps=warmup, min_lr_ratio=min_lr_ratio
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_at(s, steps, warmup, min_lr_ratio)
-    )
-
     was_training = model.training
     model.train()
     losses: list[float] = []
     window: list[float] = []
     first_loss = None
     tokens_seen = 0
-    epoch, cursor = 0, 0
-    input_ids, positions, targets = pack(data, seq_len, pad_id, rng)
+    stream = RowStream(data, seq_len, pad_id, seed=seed)
     start = last_log = time.perf_counter()
     steps_at_log = 0
     try:
         for step in range(steps):
-            if cursor + batch_size > len(input_ids):
-                epoch += 1
-                input_ids, positions, targets = pack(data, seq_len, pad_id, rng)
-                cursor = 0
-            rows = slice(cursor, cursor + batch_size)
-            cursor += batch_size
-            ids, pos, tgt = (
-                input_ids[rows].to(device),
-                positions[rows].to(device),
-                targets[rows].to(device),
+            out = supervised_step(
+                model, optimizer, schedule, [stream.take(batch_size)], max_grad_norm=grad_clip
             )
-            logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits  # [B, T, V]
-            # logits at t predict token t + 1
-            mask = tgt[:, 1:]
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), ids[:, 1:][mask])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            scheduler.step()
-
-            value = float(loss.detach())
+            value = out["loss"]
             first_loss = value if first_loss is None else first_loss
             window.append(value)
-            tokens_seen += int(mask.sum())
+            tokens_seen += out["tokens"]
             if (step + 1) % log_every == 0 or step == steps - 1:
                 now = time.perf_counter()
                 record = {
                     "step": step + 1,
                     "loss": sum(window) / len(window),
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": schedule.get_last_lr()[0],
                     "tokens_per_s": (step + 1 - steps_at_log)
                     * batch_size
                     * seq_len
@@ -224,10 +342,18 @@ def pretrain(
         "losses": losses,
         "seconds": time.perf_counter() - start,
         "tokens": tokens_seen,
-        "epochs": epoch + cursor / max(1, len(input_ids)),
+        "epochs": stream.epochs,
         "num_params": num_params(model),
         "cut_samples": sum(len(ids) > seq_len for ids, _ in data),
     }
 
 
-__all__ = ["lr_at", "pack", "pretrain", "tokenize_samples"]
+__all__ = [
+    "RowStream",
+    "nll_loss",
+    "pack",
+    "pad",
+    "pretrain",
+    "supervised_step",
+    "tokenize_samples",
+]

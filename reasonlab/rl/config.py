@@ -263,7 +263,8 @@ class OptimConfig:
     warmup_steps: int = 0
     """Linear warm-up from 0 over this many RL steps."""
     schedule: str = "constant"
-    """After warm-up: constant, cosine or linear decay to `min_lr_ratio * lr` at the last step."""
+    """After warm-up: constant, cosine or linear decay towards `min_lr_ratio * lr`, reached after
+    the last step (`reasonlab.optim.lr_factor`, the schedule pretraining and SFT use too)."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of `lr` (cosine, linear)."""
     grad_clip: float | None = 1.0

@@ -53,8 +53,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
-import math
 import os
 import random
 import time
@@ -68,8 +68,9 @@ import numpy as np
 import torch
 
 from reasonlab.analysis.dynamics import step_metrics
-from reasonlab.io import read_jsonl, write_jsonl
+from reasonlab.io import read_run_file, truncate_run_file, write_jsonl
 from reasonlab.models import enable_gradient_checkpointing
+from reasonlab.optim import lr_factor
 from reasonlab.records import Example, Scored
 from reasonlab.rl.checkpoint import (
     latest_checkpoint,
@@ -166,25 +167,17 @@ def build_tiny_model(tokenizer: Any, cfg: TrainConfig) -> Any:
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    """Multiplier of the peak lr after `k` scheduler steps (k = RL steps done): linear warm-up
-    over warmup_steps, then constant / cosine / linear decay to min_lr_ratio at run.steps."""
+    """Multiplier of the peak lr after `k` scheduler steps (k = RL steps done): the shared
+    schedule `reasonlab.optim.lr_factor` (linear warm-up over warmup_steps, then constant / cosine
+    / linear decay towards min_lr_ratio over run.steps)."""
     o, total = cfg.optim, cfg.run.steps
-
-    def factor(k: int) -> float:
-        step = k + 1  # the lr used *in* step k + 1
-        if o.warmup_steps and step <= o.warmup_steps:
-            return step / o.warmup_steps
-        if o.schedule == "constant":
-            return 1.0
-        span = max(1, total - o.warmup_steps)
-        progress = min(1.0, (step - o.warmup_steps) / span)
-        if o.schedule == "linear":
-            shape = 1.0 - progress
-        else:  # cosine
-            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * shape
-
-    return factor
+    return functools.partial(
+        lr_factor,
+        total_steps=total,
+        warmup_steps=o.warmup_steps,
+        schedule=o.schedule,
+        min_lr_ratio=o.min_lr_ratio,
+    )
 
 
 # ----------------------------------------------------------------------------- the update
@@ -429,9 +422,9 @@ class Trainer:
         self.learner.last_entropy = state.get("last_entropy")
         if self.dist.is_main:
             for name in RUN_FILES:
-                _truncate_jsonl(self.run_dir / name, self.step)
+                truncate_run_file(self.run_dir / name, self.step)
             self.history = [
-                row for row in _read_jsonl(self.run_dir / "metrics.jsonl") if "step" in row
+                row for row in read_run_file(self.run_dir / "metrics.jsonl") if "step" in row
             ]
         self.dist.barrier()
 
@@ -790,20 +783,6 @@ def _json_default(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
     return str(value)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """A run file's rows; a last line cut by a kill mid-write is dropped."""
-    if not path.exists():
-        return []
-    return list(read_jsonl(path, drop_partial_last_line=True))
-
-
-def _truncate_jsonl(path: Path, step: int) -> int:
-    """Keep the rows of steps <= `step` (a resumed run rewrites the later ones); returns the
-    number kept. Atomic (temp file + os.replace)."""
-    rows = [row for row in _read_jsonl(path) if int(row.get("step", 0)) <= step]
-    return write_jsonl(path, rows)
 
 
 def strip_timing(row: dict[str, Any]) -> dict[str, Any]:
