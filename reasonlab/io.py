@@ -5,7 +5,8 @@ Reading: `read_jsonl(path)` yields one dict per non-blank line; `enumerate_jsonl
 JSON object, not UTF-8, or missing a field named in `required=`) raises `DataError` whose message
 starts with `file:line:`. Append-only logs written line by line (generations, metrics) pass
 `drop_partial_last_line=True`: a last line without its newline is a write cut short by a crash
-and is skipped, not an error.
+and is skipped, not an error. A run's logs are read with `read_run_file` and cut back to a
+checkpoint's step on resume with `truncate_run_file`.
 
 Writing: `atomic_path(path)` hands out a temporary file in the same folder and renames it onto
 `path` (`os.replace`, atomic on POSIX) only when the block succeeds; on any exception

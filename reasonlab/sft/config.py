@@ -58,7 +58,7 @@ class DataConfig:
     assistant_only_loss: bool = True
     """messages rows: loss on the assistant turns only; false: on the whole conversation."""
     chat_template: str | None = None
-    """Chat template for messages rows: null (the tokenizer's own), plain (Role: content lines,
+    """Chat template for messages rows: null (the tokenizer's own), plain (Role: content turns,
     for tokenizers without one), a .jinja file, or the template text."""
     limit: int | None = None
     """Read at most this many training rows (null: all)."""
@@ -86,7 +86,10 @@ class TaskConfig:
     eval_examples: int = 64
     """Held-out problems the accuracy is measured on."""
     eval_seed: int = 1
-    """Seed that draws the held-out problems."""
+    """Seed that draws the held-out problems (tasks with a generator)."""
+    eval_split: str | None = None
+    """File-backed tasks (math): the split whose first eval_examples problems are evaluated
+    (training rows with their keys are skipped too)."""
     max_new_tokens: int = 256
     """Generation budget of the accuracy evaluation (greedy)."""
     unaudited: Literal["allow", "refuse"] = "allow"

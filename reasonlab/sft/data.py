@@ -35,13 +35,14 @@ FORMATS = ("auto", "prompt_completion", "messages", "text")
 
 PLAIN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
+    "{% if not loop.first %} {% endif %}"
     "{{ message['role'] | capitalize }}: {{ message['content'] }}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}Assistant: {% endif %}"
+    "{% if add_generation_prompt %}{% if messages %} {% endif %}Assistant: {% endif %}"
 )
-"""`Role: content` lines, an EOS after each assistant turn: for tiny tokenizers, which have no
-chat template of their own."""
+"""`Role: content` turns separated by spaces (tiny tokenizers have no newline), an EOS after each
+assistant turn: for tiny tokenizers, which have no chat template of their own."""
 
 
 @dataclass

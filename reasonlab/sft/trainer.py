@@ -141,9 +141,19 @@ class SFTTrainer:
 
             self.task = tasks.get(cfg.task.name)
         self.eval_examples: list[Example] = []
-        if self.task is not None and cfg.task.eval_examples:
+        if self.task is not None and cfg.task.eval_split is not None and cfg.task.eval_examples:
+            self.eval_examples = list(
+                self.task.load(cfg.task.eval_split, limit=cfg.task.eval_examples)
+            )
+        elif self.task is not None and cfg.task.eval_examples:
+            from reasonlab.rl.data import has_generator
             from reasonlab.tasks import split
 
+            if not has_generator(self.task):
+                raise SFTError(
+                    f"task {self.task.name!r} has no generator: set task.eval_split to one of "
+                    f"{', '.join(self.task.splits) or 'its data files'}"
+                )
             self.eval_examples = split.problems(
                 self.task,
                 cfg.task.eval_examples,
