@@ -1,7 +1,8 @@
 """`reasonlab sft RECIPE.yaml [key=value ...] [--out DIR] [--resume RUN_DIR]`: supervised fine-tuning.
 
 The recipe fills `reasonlab.sft.config.SFTConfig`; `key.sub=value` overrides follow it (values
-parsed as YAML), e.g. `training.max_steps=200 data.packing=false`. `--resume RUN_DIR` continues a
+parsed as YAML), e.g. `training.max_steps=200 data.packing=false`; overrides alone start from the
+defaults. `--resume RUN_DIR` continues a
 run from its newest complete checkpoint, reading the run's own resolved `config.yaml` (a recipe and
 overrides, when given, are applied on top). The run folder ends with `model/`, a standard Hugging
 Face folder.
@@ -61,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{run_dir} is not a run folder (no config.yaml)")
         source = source or str(run_dir / "config.yaml")
         overrides.append(f"run.out_dir={run_dir}")
-    elif source is None:
-        raise CLIError("give a recipe (e.g. configs/sft_countdown_tiny.yaml) or --resume")
+    elif source is None and not overrides:
+        raise CLIError(
+            "give a recipe (e.g. configs/sft_countdown_tiny.yaml), overrides or --resume"
+        )
     if args.out:
         overrides.append(f"run.out_dir={args.out}")
     try:
