@@ -67,6 +67,9 @@ class PretrainSettings:
     """Warm-up steps."""
     loss_on: str = "completion"
     """Tokens the loss counts: completion (and EOS) or all."""
+    packing: str = "shared_prompt"
+    """samples (each attempt whole, prompt included) or shared_prompt (one copy of a problem's
+    prompt per row, followed by its attempts; `reasonlab.models.pretrain`)."""
     seed: int = 0
     """Seed of problems, attempts, weights and batches."""
 
@@ -215,6 +218,7 @@ def pretrain_base(
         warmup=settings.warmup,
         log_every=max(1, settings.steps // 10),
         loss_on=settings.loss_on,
+        packing=settings.packing,
         num_threads=num_threads,
         callback=show,
     )
