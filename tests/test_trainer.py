@@ -18,7 +18,7 @@ from reasonlab.models import tiny
 from reasonlab.rl.config import TrainConfig
 from reasonlab.rl.data import PromptStream
 from reasonlab.rl.learner import Learner, StepBatch, ValueHead, build_optimizer, collate
-from reasonlab.rl.trainer import RewardTerm, Trainer, TrainingError, evaluate, lr_lambda
+from reasonlab.rl.trainer import RewardTerm, Trainer, TrainingError, lr_lambda
 
 TINY = (
     "model.tiny={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
@@ -531,14 +531,23 @@ def test_dynamic_sampling_drops_groups_without_signal(tmp_path):
     assert metrics["data_position"] >= 8
 
 
-def test_evaluate_reports_accuracy_and_lengths(tiny_lm):
+def test_greedy_and_sampled_headline_reports_accuracy_and_lengths(tiny_lm):
+    from reasonlab.eval.runner import greedy_and_sampled
+    from reasonlab.rollout import get_engine
+
     task = tasks.get("countdown")
     examples = task.generate(3, seed=1)
     model = tiny.build_model(tiny_lm, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
-    records = []
-    results = evaluate(
-        model, tiny_lm, task, examples, max_new_tokens=5, n=2, temperature=1.0, records=records
-    )
-    assert results["responses"] == 6 and len(records) == 6
-    assert 0 <= results["accuracy"] <= 1 and results["mean_length"] <= 5
-    assert results["accuracy"] == sum(r.verdict.correct for r in records) / 6
+    engine = get_engine("hf", model=model, tokenizer=tiny_lm)
+    kw = dict(template="r1-zero", max_new_tokens=5, samples=2, seed=3)
+    results = greedy_and_sampled(engine, task, examples, **kw)
+    greedy, sampled = results["greedy"].headline(), results["sampled"].headline()
+    assert greedy["responses"] == 3 and sampled["responses"] == 6
+    assert 0 <= sampled["accuracy"] <= 1 and sampled["max_length"] <= 5
+    rows = results["sampled"].rows
+    assert sampled["accuracy"] == sum(r["correct"] for r in rows) / 6
+    assert sampled["mean_length"] == sum(r["num_tokens"] for r in rows) / 6
+    again = greedy_and_sampled(engine, task, examples, **kw)  # seeded: the same draws
+    assert [g["completions"] for g in again["sampled"].generations] == [
+        g["completions"] for g in results["sampled"].generations
+    ]

@@ -132,28 +132,6 @@ def build_corpus(
     return pairs, info, examples
 
 
-def evaluate_base(
-    model: Any,
-    tokenizer: Any,
-    task: Any,
-    examples: list[Any],
-    template: str,
-    max_new_tokens: int,
-    samples: int = 4,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Accuracy on `examples` (`reasonlab.rl.trainer.evaluate`): `samples` draws at temperature
-    1 (avg@n) and greedy."""
-    from reasonlab.rl.trainer import evaluate
-
-    kw = dict(template=template, max_new_tokens=max_new_tokens, seed=seed)
-    return {
-        "examples": len(examples),
-        "sampled": evaluate(model, tokenizer, task, examples, temperature=1.0, n=samples, **kw),
-        "greedy": evaluate(model, tokenizer, task, examples, **kw),
-    }
-
-
 def pretrain_base(
     settings: PretrainSettings,
     out: Path,
@@ -169,7 +147,9 @@ def pretrain_base(
     trained and the stored record is returned.
     """
     from reasonlab import models, tasks
+    from reasonlab.eval.runner import greedy_and_sampled
     from reasonlab.models import pretrain, tiny
+    from reasonlab.rollout import get_engine
     from reasonlab.tasks import split
 
     digest = settings.digest()
@@ -231,9 +211,14 @@ def pretrain_base(
         held = split.problems(
             task, eval_examples, seed=settings.seed + 1, held_out=True, **settings.params
         )
-        evaluation = evaluate_base(
-            model, tokenizer, task, held, settings.template, max_new_tokens=completion_tokens + 16
+        results = greedy_and_sampled(
+            get_engine("hf", model=model, tokenizer=tokenizer),
+            task,
+            held,
+            template=settings.template,
+            max_new_tokens=completion_tokens + 16,
         )
+        evaluation = {"examples": len(held), **{k: r.headline() for k, r in results.items()}}
         log(
             f"held-out accuracy on {len(held)} problems: {evaluation['sampled']['accuracy']:.1%} "
             f"sampled (T=1), {evaluation['greedy']['accuracy']:.1%} greedy"
