@@ -551,3 +551,27 @@ def test_greedy_and_sampled_headline_reports_accuracy_and_lengths(tiny_lm):
     assert [g["completions"] for g in again["sampled"].generations] == [
         g["completions"] for g in results["sampled"].generations
     ]
+
+
+def test_accuracy_by_difficulty_is_logged_per_step_and_per_eval(tmp_path, monkeypatch):
+    """Countdown's difficulty is its count of numbers (tinyzero preset: 3 or 4): a verifier that
+    passes exactly the 3-number problems gives 1.0 and 0.0 in the two groups, and the overall
+    accuracy is their mix."""
+    import reasonlab.rl.trainer as trainer_module
+    from reasonlab.records import Verdict
+
+    def by_count(task, texts, examples):
+        return [Verdict(correct=len(ex.meta["numbers"]) == 3) for ex in examples]
+
+    monkeypatch.setattr(trainer_module, "verify_all", by_count)
+    cfg = make_config(
+        tmp_path, "run.steps=1", "run.eval_every=1", "task.eval_size=8", "rewards.scheme=tinyzero"
+    )
+    trainer = Trainer(cfg)
+    row = trainer.train_step()
+    assert row["accuracy/numbers=3"] == 1.0 and row["accuracy/numbers=4"] == 0.0
+    assert 0.0 < row["accuracy"] < 1.0
+    evaluated = trainer.run_eval()  # the eval goes through the real verifier: a random model
+    keys = {k for k in evaluated if k.startswith("accuracy/numbers=")}
+    counts = {len(ex.meta["numbers"]) for ex in trainer.eval_examples}
+    assert keys == {f"accuracy/numbers={c}" for c in counts}

@@ -448,9 +448,11 @@ class Trainer:
             answer=[ex.answer for ex in per_response],
             finish_reason=[r.finish_reason for r in rollouts],
         )
+        key = self.task.difficulty_key
         return {
             "rollouts": rollouts,
             "verdicts": verdicts,
+            "difficulty": [eval_runner.group_value(ex, key) for ex in per_response],
             "rewards": scored.total,
             "components": scored.components,
             "time_generate": t1 - t0,
@@ -476,7 +478,13 @@ class Trainer:
         cfg, d = self.config, self.dist
         n = cfg.rollout.n
         target = cfg.batching.prompts_per_step  # groups to train on, all ranks together
-        data: dict[str, Any] = {"rollouts": [], "verdicts": [], "rewards": [], "components": {}}
+        data: dict[str, Any] = {
+            "rollouts": [],
+            "verdicts": [],
+            "difficulty": [],
+            "rewards": [],
+            "components": {},
+        }
         kept: list[int] = []  # the kept groups: indices into the step's groups, in stream order
         gen_time = score_time = 0.0
         drawn = rounds = 0  # prompts read from the stream in this step; sampling rounds
@@ -488,7 +496,7 @@ class Trainer:
             gen_time += local.pop("time_generate")
             score_time += local.pop("time_score")
             for part in d.all_gather_objects(local):  # rank order: the block's order
-                for key in ("rollouts", "verdicts", "rewards"):
+                for key in ("rollouts", "verdicts", "difficulty", "rewards"):
                     data[key] += part[key]
                 for key, values in part["components"].items():
                     data["components"].setdefault(key, []).extend(values)
@@ -541,6 +549,13 @@ class Trainer:
                 "data_position": self.stream.position,
             }
         )
+        # accuracy by difficulty (`Task.difficulty_key`: countdown numbers, K&K people, MATH level)
+        by: dict[Any, list[bool]] = {}
+        for value, verdict in zip(data["difficulty"], verdicts):
+            if value is not None:
+                by.setdefault(value, []).append(verdict.correct)
+        for value in sorted(by, key=str):
+            metrics[f"accuracy/{self.task.difficulty_key}={value}"] = float(np.mean(by[value]))
         # behaviour rates and reflection words of every response (rule-based, reasonlab.analysis)
         texts = [r.text for r in rollouts]  # every rank's: `data` holds them all
         metrics.update(step_metrics(texts, self.config.task.name, [int(x) for x in lengths]))
@@ -639,8 +654,14 @@ class Trainer:
                 template=cfg.task.template,
                 tokenizer=self.tokenizer,
                 batch_size=max(1, len(self.eval_examples)),  # one batch: draws independent of it
+                group_by=self.task.difficulty_key,
             )
-        results = {"step": self.step, **evaluated.headline(), "time/eval": time.perf_counter() - t0}
+        results = {"step": self.step, **evaluated.headline()}
+        for value, group in evaluated.groups.items():  # accuracy by difficulty
+            results[f"accuracy/{evaluated.group_by}={value}"] = group[
+                next(k for k in group if k.startswith("avg@"))
+            ]
+        results["time/eval"] = time.perf_counter() - t0
         with open(self.run_dir / "eval.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(results) + "\n")
         self.last_eval = results
