@@ -412,10 +412,17 @@ class Trainer:
     def _rollout_and_score(self, examples: list[Example], seeds: list[int]) -> dict[str, Any]:
         """Generate `rollout.n` responses per example (example i sampled with its own seed
         `seeds[i]`), verify and score them: {rollouts, verdicts, rewards, components (name ->
-        value per response), time_generate, time_score}."""
+        value per response), difficulty (per response, `Task.difficulty_key`), time_generate,
+        time_score}."""
         cfg = self.config
         n = cfg.rollout.n
-        out: dict[str, Any] = {"rollouts": [], "verdicts": [], "rewards": [], "components": {}}
+        out: dict[str, Any] = {
+            "rollouts": [],
+            "verdicts": [],
+            "difficulty": [],
+            "rewards": [],
+            "components": {},
+        }
         if not examples:  # a rank whose share of a refill round is empty
             return {**out, "time_generate": 0.0, "time_score": 0.0}
         prompts = [
