@@ -88,7 +88,10 @@ class PretrainSettings:
 
     def digest(self) -> str:
         """A hash of the settings and the corpus version: equal hashes, same base model."""
-        blob = json.dumps({"settings": asdict(self), "corpus": CORPUS_VERSION}, sort_keys=True)
+        settings = asdict(self)
+        if settings["packing"] == "samples":  # the packing before the field existed: same hash
+            del settings["packing"]
+        blob = json.dumps({"settings": settings, "corpus": CORPUS_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
