@@ -65,7 +65,7 @@ def time_reasonlab(pairs, tokenizer, model, args) -> tuple[float, float]:
         for _ in range(args.steps):
             before = trainer.stream.cursor
             trainer.train_step()
-            rows = trainer.stream.rows[0][before : before + args.batch_size]
+            rows = trainer.stream.rows["input_ids"][before : before + args.batch_size]
             tokens += int((rows != trainer.pad_id).sum())
         seconds = time.perf_counter() - start
     return seconds / args.steps, tokens / seconds

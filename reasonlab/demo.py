@@ -43,34 +43,37 @@ DEMO_PRETRAIN: dict[str, Any] = dict(
 def evaluate_held_out(
     model: Any, tokenizer: Any, task: Any, examples: list[Any], cfg: Any, samples: int, seed: int
 ) -> dict[str, Any]:
-    """Greedy and sampled (T=1, avg@`samples`) held-out accuracy, with the greedy responses'
-    format rate, mean length, truncation rate, tries per response ("Try again" + 1), and what
+    """Greedy and sampled (T=1, avg@`samples`) held-out accuracy
+    (`reasonlab.eval.runner.greedy_and_sampled`), with the greedy responses' format rate, mean
+    length, truncation rate, tries per response ("Try again" + 1), and what
     `reasonlab.analysis.behaviours` counts in them, per response: each R1 reflection word
     (`reflection_words`, word -> mean count), each oat-zero keyword (`oat_zero_keywords`), and the
     share of responses showing each cognitive behaviour (`behaviours`, rule-based detector)."""
     from reasonlab.analysis.behaviours import detector_for, summarize
-    from reasonlab.records import Scored
-    from reasonlab.rl.trainer import evaluate
+    from reasonlab.eval.runner import greedy_and_sampled
+    from reasonlab.rollout import get_engine
 
-    kw = dict(
-        template=cfg.task.template, max_new_tokens=cfg.rollout.max_new_tokens, stop=cfg.rollout.stop
+    results = greedy_and_sampled(
+        get_engine("hf", model=model, tokenizer=tokenizer),
+        task,
+        examples,
+        template=cfg.task.template,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        stop=cfg.rollout.stop,
+        samples=samples,
+        seed=seed,
     )
-    records: list[Scored] = []
-    greedy = evaluate(model, tokenizer, task, examples, records=records, **kw)
+    greedy = results["greedy"].headline()
     out: dict[str, Any] = {
         k: greedy[k] for k in ("accuracy", "format_rate", "mean_length", "truncation_rate")
     }
-    if samples > 0:
-        sampled = evaluate(
-            model, tokenizer, task, examples, temperature=1.0, n=samples, seed=seed, **kw
-        )
-        out["accuracy_sampled"] = sampled["accuracy"]
-    texts = [r.rollout.text for r in records]
+    if "sampled" in results:
+        out["accuracy_sampled"] = results["sampled"].headline()["accuracy"]
+    generations = results["greedy"].generations
+    texts = [c["text"] for g in generations for c in g["completions"]]
+    metas = [g["example"].get("meta") for g in generations for _ in g["completions"]]
     out["tries"] = sum(t.count("Try again") + 1 for t in texts) / max(1, len(texts))
-    meta = {ex.id: ex.meta for ex in examples}
-    counted = summarize(
-        texts, detector_for(task.name), [meta.get(r.rollout.example_id) for r in records]
-    )
+    counted = summarize(texts, detector_for(task.name), metas)
     for key, prefix in (
         ("reflection_words", "r1_words/"),
         ("oat_zero_keywords", "oat_zero/"),

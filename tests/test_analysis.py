@@ -244,21 +244,21 @@ def test_aha_finds_the_step_backtracking_appears(tmp_path):
 
 
 def test_demo_held_out_evaluation_reports_reflection_words_per_word(monkeypatch):
-    import reasonlab.rl.trainer as trainer_module
+    import reasonlab.eval.runner as runner
+    import reasonlab.rollout as rollout
     from reasonlab.demo import evaluate_held_out
-    from reasonlab.records import Scored, Verdict
 
     texts = [" 5 + 3 = 8. Wrong. Try again. 5 * 3 = 15. Wrong.", " 5 + 3 = 8. Let me check."]
 
-    def fake_evaluate(model, tokenizer, task, examples, records=None, **kw):
-        if records is not None:
-            records += [
-                Scored(Rollout(ex.id, [], [], t), Verdict(False), 0.0)
-                for ex, t in zip(examples, texts, strict=True)
-            ]
-        return {"accuracy": 0.5, "format_rate": 1.0, "mean_length": 10.0, "truncation_rate": 0.0}
+    def fake_evaluate(engine, task, examples, **kw):
+        records = [
+            runner.generation_record(ex, "", [Rollout(ex.id, [], [], t)])
+            for ex, t in zip(examples, texts, strict=True)
+        ]
+        return {"greedy": runner.score(task, records)}
 
-    monkeypatch.setattr(trainer_module, "evaluate", fake_evaluate)
+    monkeypatch.setattr(runner, "greedy_and_sampled", fake_evaluate)
+    monkeypatch.setattr(rollout, "get_engine", lambda *a, **kw: None)
     task = tasks.get("countdown")
     examples = task.generate(2, seed=0, num_numbers=3, min_number=1, max_number=9)
 
@@ -270,6 +270,7 @@ def test_demo_held_out_evaluation_reports_reflection_words_per_word(monkeypatch)
             max_new_tokens, stop = 16, []
 
     out = evaluate_held_out(None, None, task, examples, Cfg, samples=0, seed=0)
+    assert out["accuracy"] == 0.0 and out["format_rate"] == 0.0  # no <answer> in either
     assert out["tries"] == 1.5
     assert out["reflection_words"]["wrong"] == 1.0  # 2 + 0 over two responses
     assert out["reflection_words"]["check"] == 0.5

@@ -16,7 +16,7 @@ sums in another order than one process), so weights and learner statistics agree
 atol 1e-6 on weights, rel 1e-5 or abs 1e-6 on statistics (pytest.approx). Measured in one run:
 weights 4.5e-8 apart at most; statistics at most rel 1.5e-5 (approx_kl, 1.1e-8 on 7.6e-4) or
 abs 1.2e-6 (ratio_max, rel 4.8e-7). AdamW runs with eps=1, as in tests/test_distributed.py, so
-that its first steps do not blow round-off up to lr * sign(g). `advantage_mean` is left out: `Learner.update` reports rank 0's rows only.
+that its first steps do not blow round-off up to lr * sign(g).
 The resumed run makes the same computation on the same shares from the checkpoint: bit-identical.
 
 The stop is an exception raised right after step `STOP_AT` is logged (past the checkpoint of step
@@ -74,7 +74,6 @@ OVERRIDES = [
 # the sampling side of a metrics row: a function of the sampled tokens alone
 SAMPLED = ("reward/", "accuracy", "format_rate", "length/", "truncation_rate", "responses")
 SAMPLED_EXACT = ("groups_trained", "sampling_rounds", "data_position", "step", "lr")
-NOT_REDUCED = ("advantage_mean",)  # Learner.update: the mean over rank 0's rows, not all ranks'
 
 
 def odd_only(completions, example_id, **columns):
@@ -163,8 +162,6 @@ def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tm
         assert a.keys() == b.keys()
         for key in a:
             where = f"step {a['step']}: {key}"
-            if key in NOT_REDUCED:
-                continue
             if key.startswith(SAMPLED) or key in SAMPLED_EXACT:
                 assert a[key] == b[key], where
             else:

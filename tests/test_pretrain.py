@@ -64,6 +64,96 @@ def test_packed_rows_do_not_attend_across_samples(tokenizer):
     torch.testing.assert_close(packed[len(a) :], alone, atol=1e-5, rtol=0)
 
 
+SHARED = [
+    ("q1:", " aa!"),
+    ("q1:", " bbb!"),
+    ("q2 long:", " c!"),
+    ("q1:", " dd!"),
+    ("q2 long:", " e!"),
+]
+
+
+def test_pack_shared_keeps_one_prompt_per_segment_and_every_completion_once(tokenizer):
+    data = P.tokenize_samples(SHARED, tokenizer)
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p, _ in SHARED]
+    groups = P.group_by_prompt(data, lengths)
+    assert [len(g[2]) for g in groups] == [3, 2]
+    rows = P.pack_shared(groups, seq_len=16, pad_id=0, rng=random.Random(0))
+    seen = []
+    for r in range(len(rows)):
+        ids, pos, br, seg, tgt = (
+            t[r].tolist()
+            for t in (rows.input_ids, rows.positions, rows.branch, rows.segment, rows.targets)
+        )
+        for s in set(seg):
+            at = [i for i, x in enumerate(seg) if x == s]
+            if not any(tgt[i] for i in at):
+                continue  # the row's padding
+            prompt = [ids[i] for i in at if br[i] == 0]
+            for b in sorted({br[i] for i in at} - {0}):
+                toks = [i for i in at if br[i] == b]
+                # a completion continues its prompt's positions and follows it in the row
+                assert [pos[i] for i in toks] == list(range(len(prompt), len(prompt) + len(toks)))
+                assert min(toks) > max(i for i in at if br[i] == 0)
+                seen.append(tokenizer.decode(prompt) + tokenizer.decode([ids[i] for i in toks]))
+    expected = [p + c + tokenizer.eos_token for p, c in SHARED]
+    assert sorted(seen) == sorted(expected)  # every completion exactly once, after its prompt
+    # the prompt is stored once per segment: fewer tokens than packing each sample whole
+    assert int((rows.targets).sum()) == sum(sum(t) for _, t in data)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prompt_packing_gives_each_sample_its_own_logits(tokenizer, attn):
+    """A completion packed after its shared prompt (and after sibling completions) gets exactly the
+    next-token distribution it gets alone, at every target, including its first token (which the
+    prompt's last token predicts, not the sibling before it)."""
+    model = tiny.build_model(tokenizer, hidden_size=32, num_hidden_layers=2).eval()
+    model.config._attn_implementation = attn
+    data = P.tokenize_samples(SHARED, tokenizer)
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p, _ in SHARED]
+    rows = P.pack_shared(P.group_by_prompt(data, lengths), 32, 0, random.Random(1))
+    mask = P.shared_prompt_mask(rows.segment, rows.branch, attn, torch.float32)
+    with torch.no_grad():
+        logits = model(
+            input_ids=rows.input_ids,
+            position_ids=rows.positions,
+            attention_mask=mask,
+            use_cache=False,
+        ).logits
+        b, t = rows.targets.nonzero(as_tuple=True)
+        packed = logits[b, rows.source[b, t]].log_softmax(-1)[
+            torch.arange(len(b)), rows.input_ids[b, t]
+        ]
+        alone = []
+        for ids, target in data:
+            lp = (
+                model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, :-1].log_softmax(-1)
+            )
+            alone += [lp[i - 1, ids[i]] for i in range(1, len(ids)) if target[i]]
+    torch.testing.assert_close(
+        packed.sort().values, torch.stack(alone).sort().values, atol=1e-5, rtol=0
+    )
+    with pytest.raises(ValueError, match="valid: sdpa, eager"):
+        P.shared_prompt_mask(rows.segment, rows.branch, "flash_attention_2", torch.float32)
+
+
+def test_shared_prompt_pretraining_learns_the_same_corpus(tokenizer):
+    pairs = [(f"{w}:", f" {w[::-1]}{k}!") for w in ("cat", "dog", "sun") for k in "xy"]
+    model = tiny.build_model(tokenizer, hidden_size=48, num_hidden_layers=2, num_attention_heads=4)
+    stats = P.pretrain(
+        pairs, tokenizer, model, steps=150, batch_size=2, lr=1e-2, seq_len=32, warmup=10,
+        log_every=25, seed=0, packing="shared_prompt",
+    )  # fmt: skip
+    assert stats["final_loss"] < stats["first_loss"] / 10
+    # each completion's distinct first letters learned from the prompt: greedy reproduces "x" runs
+    out = HFEngine(model, tokenizer).generate(
+        ["cat:"], SamplingParams(temperature=0, max_new_tokens=8)
+    )
+    assert out[0].text in (" tacx!", " tacy!")
+    with pytest.raises(ValueError, match="packing must be one of"):
+        P.pretrain(pairs, tokenizer, model, steps=1, packing="tree")
+
+
 def test_schedule_warms_up_then_decays_to_the_floor():
     from reasonlab.optim import lr_factor
 
@@ -77,10 +167,12 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert at(100) == pytest.approx(0.1)
 
 
-def test_pretraining_is_bit_identical_to_before_the_shared_sft_step():
+@pytest.mark.parametrize("packing", ["samples", "shared_prompt"])
+def test_pretraining_is_bit_identical_to_before_the_shared_sft_step(packing):
     """Golden: the losses and weights of a short `pretrain_base` run captured before pretraining
-    became SFT's `supervised_step` (tests/data/pretrain_golden.json, one torch thread). The demo's
-    base model must not change with the refactor; other torch versions may round differently."""
+    became SFT's `supervised_step` (tests/data/pretrain_golden.json, one torch thread), for each
+    packing mode. The demo's base model must not change with the refactor; other torch versions
+    may round differently."""
     import hashlib
     import pathlib
 
@@ -88,9 +180,10 @@ def test_pretraining_is_bit_identical_to_before_the_shared_sft_step():
 
     from reasonlab.models.base_model import PretrainSettings, pretrain_base
 
-    golden = json.loads(
+    goldens = json.loads(
         (pathlib.Path(__file__).parent / "data" / "pretrain_golden.json").read_text()
     )
+    golden = goldens[packing]
     if torch.__version__ != golden["torch"]:
         pytest.skip(f"golden captured with torch {golden['torch']}, this is {torch.__version__}")
     settings = PretrainSettings(**golden["settings"])

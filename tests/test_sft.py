@@ -129,8 +129,8 @@ def test_packed_loss_equals_padded_loss(tokenizer):
     mask) and padded one per row (attention mask): the same per-token mean loss."""
     samples = P.tokenize_samples(PAIRS, tokenizer)
     model = small_model(tokenizer).eval()
-    packed = P.RowStream(samples, 40, tokenizer.pad_token_id, packing=True)
-    padded = P.RowStream(samples, 40, tokenizer.pad_token_id, packing=False)
+    packed = P.RowStream(samples, 40, tokenizer.pad_token_id, packing="samples")
+    padded = P.RowStream(samples, 40, tokenizer.pad_token_id, packing="none")
     assert len(packed) < len(padded) == len(samples)
     with torch.no_grad():
         loss_packed, n_packed = P.nll_loss(model, packed.take(len(packed)))
@@ -143,7 +143,7 @@ def test_accumulation_of_8_rows_of_1_equals_one_batch_of_8(tokenizer):
     """TRL's invariant: the loss is the mean over all loss tokens of the step, so 8 micro-batches
     of 1 row give the weights of 1 batch of 8 (rows of different lengths)."""
     samples = P.tokenize_samples(PAIRS, tokenizer)
-    rows = P.RowStream(samples, 40, tokenizer.pad_token_id, packing=False).take(8)
+    rows = P.RowStream(samples, 40, tokenizer.pad_token_id, packing="none").take(8)
     results = []
     for micro in ([rows], [{k: v[i : i + 1] for k, v in rows.items()} for i in range(8)]):
         model = small_model(tokenizer)
@@ -158,10 +158,10 @@ def test_accumulation_of_8_rows_of_1_equals_one_batch_of_8(tokenizer):
 
 def test_row_stream_state_restores_the_order(tokenizer):
     samples = P.tokenize_samples(PAIRS, tokenizer)
-    stream = P.RowStream(samples, 12, 0, seed=3, packing=True)
+    stream = P.RowStream(samples, 12, 0, seed=3, packing="samples")
     for _ in range(5):
         stream.take(2)
-    copy = P.RowStream(samples, 12, 0, seed=99, packing=True)
+    copy = P.RowStream(samples, 12, 0, seed=99, packing="samples")
     copy.load_state_dict(json.loads(json.dumps(stream.state_dict())))
     for _ in range(6):
         a, b = stream.take(2), copy.take(2)
@@ -272,7 +272,7 @@ def test_a_distilled_student_moves_toward_its_teacher(tmp_path, tokenizer, loss)
     train, held = PAIRS[:4], PAIRS[4:]
     write_rows(tmp_path / "train.jsonl", [{"prompt": p, "completion": c} for p, c in train])
     student = small_model(tokenizer, seed=2)
-    held_batch = P.RowStream(P.tokenize_samples(held, tokenizer), 32, 0, packing=False).take(4)
+    held_batch = P.RowStream(P.tokenize_samples(held, tokenizer), 32, 0, packing="none").take(4)
     before = kl_to_teacher(student, teacher, held_batch)
     cfg = load_config(
         SFTConfig,

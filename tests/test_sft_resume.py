@@ -7,7 +7,8 @@ victims, each resumed with `--resume`:
 - `mid_save`: SIGKILLs itself while writing a checkpoint (model files written, optimiser not).
 The final weights must equal the uninterrupted run's bit for bit and every metrics row must match
 (wall-time fields aside). The recipe exercises what a resume must restore: AdamW moments, warm-up
-and cosine decay, gradient accumulation, and the packed data stream's order across epochs.
+and cosine decay, gradient accumulation, the packed data stream's order across epochs, and a
+metrics row whose steps straddle a checkpoint (logged every 2 steps, saved every 3).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
         f"training: {{max_steps: {STEPS}, per_device_train_batch_size: 2, "
         f"gradient_accumulation_steps: {ACCUMULATION}, learning_rate: 1.0e-2, warmup_steps: 2, "
         "weight_decay: 0.01}\n"
-        f"run: {{save_steps: {SAVE}, logging_steps: 1, num_threads: 1, progress: false}}\n"
+        f"run: {{save_steps: {SAVE}, logging_steps: 2, num_threads: 1, progress: false}}\n"
     )
     (tmp_path / "launch.py").write_text(LAUNCHER)
     recipe = str(tmp_path / "recipe.yaml")

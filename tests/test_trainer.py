@@ -18,7 +18,7 @@ from reasonlab.models import tiny
 from reasonlab.rl.config import TrainConfig
 from reasonlab.rl.data import PromptStream
 from reasonlab.rl.learner import Learner, StepBatch, ValueHead, build_optimizer, collate
-from reasonlab.rl.trainer import RewardTerm, Trainer, TrainingError, evaluate, lr_lambda
+from reasonlab.rl.trainer import RewardTerm, Trainer, TrainingError, lr_lambda
 
 TINY = (
     "model.tiny={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
@@ -532,14 +532,47 @@ def test_dynamic_sampling_drops_groups_without_signal(tmp_path):
     assert metrics["data_position"] >= 8
 
 
-def test_evaluate_reports_accuracy_and_lengths(tiny_lm):
+def test_greedy_and_sampled_headline_reports_accuracy_and_lengths(tiny_lm):
+    from reasonlab.eval.runner import greedy_and_sampled
+    from reasonlab.rollout import get_engine
+
     task = tasks.get("countdown")
     examples = task.generate(3, seed=1)
     model = tiny.build_model(tiny_lm, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
-    records = []
-    results = evaluate(
-        model, tiny_lm, task, examples, max_new_tokens=5, n=2, temperature=1.0, records=records
+    engine = get_engine("hf", model=model, tokenizer=tiny_lm)
+    kw = dict(template="r1-zero", max_new_tokens=5, samples=2, seed=3)
+    results = greedy_and_sampled(engine, task, examples, **kw)
+    greedy, sampled = results["greedy"].headline(), results["sampled"].headline()
+    assert greedy["responses"] == 3 and sampled["responses"] == 6
+    assert 0 <= sampled["accuracy"] <= 1 and sampled["max_length"] <= 5
+    rows = results["sampled"].rows
+    assert sampled["accuracy"] == sum(r["correct"] for r in rows) / 6
+    assert sampled["mean_length"] == sum(r["num_tokens"] for r in rows) / 6
+    again = greedy_and_sampled(engine, task, examples, **kw)  # seeded: the same draws
+    assert [g["completions"] for g in again["sampled"].generations] == [
+        g["completions"] for g in results["sampled"].generations
+    ]
+
+
+def test_accuracy_by_difficulty_is_logged_per_step_and_per_eval(tmp_path, monkeypatch):
+    """Countdown's difficulty is its count of numbers (tinyzero preset: 3 or 4): a verifier that
+    passes exactly the 3-number problems gives 1.0 and 0.0 in the two groups, and the overall
+    accuracy is their mix."""
+    import reasonlab.rl.trainer as trainer_module
+    from reasonlab.records import Verdict
+
+    def by_count(task, texts, examples):
+        return [Verdict(correct=len(ex.meta["numbers"]) == 3) for ex in examples]
+
+    monkeypatch.setattr(trainer_module, "verify_all", by_count)
+    cfg = make_config(
+        tmp_path, "run.steps=1", "run.eval_every=1", "task.eval_size=8", "rewards.scheme=tinyzero"
     )
-    assert results["responses"] == 6 and len(records) == 6
-    assert 0 <= results["accuracy"] <= 1 and results["mean_length"] <= 5
-    assert results["accuracy"] == sum(r.verdict.correct for r in records) / 6
+    trainer = Trainer(cfg)
+    row = trainer.train_step()
+    assert row["accuracy/numbers=3"] == 1.0 and row["accuracy/numbers=4"] == 0.0
+    assert 0.0 < row["accuracy"] < 1.0
+    evaluated = trainer.run_eval()  # the eval goes through the real verifier: a random model
+    keys = {k for k in evaluated if k.startswith("accuracy/numbers=")}
+    counts = {len(ex.meta["numbers"]) for ex in trainer.eval_examples}
+    assert keys == {f"accuracy/numbers={c}" for c in counts}

@@ -49,6 +49,55 @@ class CLIError(Exception):
     """A user-facing error: printed as `reasonlab: error: ...` with exit status 2, no traceback."""
 
 
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a recipe-driven stage (`train`, `sft`): RECIPE.yaml and key=value items,
+    --out, --resume RUN_DIR, --show-config, --check."""
+    parser.add_argument(
+        "items",
+        nargs="*",
+        metavar="RECIPE.yaml | key=value",
+        help="a recipe from configs/ and key.sub=value overrides (before the --options)",
+    )
+    parser.add_argument("--out", help="run folder (sets run.out_dir)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    parser.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print every config field with its default and meaning, then exit",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="load and validate the config, print it, and exit"
+    )
+
+
+def recipe_and_overrides(
+    args: argparse.Namespace, example: str, defaults_ok: bool = False
+) -> tuple[str | None, list[str]]:
+    """(the recipe file, the overrides) of `add_recipe_arguments`' arguments: --resume reads the
+    run's own config.yaml (a recipe given too is applied on top) and --out sets run.out_dir.
+    Without a recipe or --resume: an error naming `example`, unless `defaults_ok` and overrides
+    were given (the config's defaults then)."""
+    from pathlib import Path
+
+    recipes = [item for item in args.items if "=" not in item]
+    overrides = [item for item in args.items if "=" in item]
+    if len(recipes) > 1:
+        raise CLIError(f"one recipe at a time, got {', '.join(recipes)}")
+    source = recipes[0] if recipes else None
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise CLIError(f"{run_dir} is not a run folder (no config.yaml)")
+        source = source or str(run_dir / "config.yaml")
+        overrides.append(f"run.out_dir={run_dir}")
+    elif source is None and not (defaults_ok and overrides):
+        more = ", overrides" if defaults_ok else ""
+        raise CLIError(f"give a recipe (e.g. {example}){more} or --resume")
+    if args.out:
+        overrides.append(f"run.out_dir={args.out}")
+    return source, overrides
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reasonlab", description="Build reasoning language models the DeepSeek-R1 way."

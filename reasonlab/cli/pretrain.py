@@ -39,6 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="packed rows per step")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per packed row")
+    p.add_argument(
+        "--packing",
+        default=d.packing,
+        choices=["samples", "shared_prompt"],
+        help="samples: each attempt whole; shared_prompt: one prompt copy per row, then attempts",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the corpus and the weights")
     p.add_argument("--problems", type=int, default=d.problems, help="distinct training problems")
     p.add_argument("--attempts", type=int, default=d.attempts, help="attempts per problem")
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seq_len=args.seq_len,
+        packing=args.packing,
         seed=args.seed,
     )
     try:

@@ -11,11 +11,10 @@ Face folder.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from reasonlab.cli import HelpFormatter
+    from reasonlab.cli import HelpFormatter, add_recipe_arguments
 
     parser = subparsers.add_parser(
         "sft",
@@ -23,27 +22,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "items",
-        nargs="*",
-        metavar="RECIPE.yaml | key=value",
-        help="a recipe from configs/ and key.sub=value overrides (before the --options)",
-    )
-    parser.add_argument("--out", help="run folder (sets run.out_dir)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
-    parser.add_argument(
-        "--show-config",
-        action="store_true",
-        help="print every config field with its default and meaning, then exit",
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="load and validate the config, print it, and exit"
-    )
+    add_recipe_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from reasonlab.cli import CLIError
+    from reasonlab.cli import CLIError, recipe_and_overrides
     from reasonlab.config import ConfigError, config_help, config_to_yaml, load_config
     from reasonlab.io import DataError
     from reasonlab.sft.config import SFTConfig
@@ -51,23 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if args.show_config:
         print(config_help(SFTConfig))
         return 0
-    recipes = [item for item in args.items if "=" not in item]
-    overrides = [item for item in args.items if "=" in item]
-    if len(recipes) > 1:
-        raise CLIError(f"one recipe at a time, got {', '.join(recipes)}")
-    source = recipes[0] if recipes else None
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise CLIError(f"{run_dir} is not a run folder (no config.yaml)")
-        source = source or str(run_dir / "config.yaml")
-        overrides.append(f"run.out_dir={run_dir}")
-    elif source is None and not overrides:
-        raise CLIError(
-            "give a recipe (e.g. configs/sft_countdown_tiny.yaml), overrides or --resume"
-        )
-    if args.out:
-        overrides.append(f"run.out_dir={args.out}")
+    source, overrides = recipe_and_overrides(
+        args, "configs/sft_countdown_cpu.yaml", defaults_ok=True
+    )
     try:
         config = load_config(SFTConfig, source, overrides)
     except ConfigError as err:

@@ -9,11 +9,10 @@ the run's own resolved `config.yaml` (a recipe and overrides, when given, are ap
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from reasonlab.cli import HelpFormatter
+    from reasonlab.cli import HelpFormatter, add_recipe_arguments
 
     parser = subparsers.add_parser(
         "train",
@@ -21,49 +20,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "items",
-        nargs="*",
-        metavar="RECIPE.yaml | key=value",
-        help="a recipe from configs/ and key.sub=value overrides (before the --options)",
-    )
-    parser.add_argument("--out", help="run folder (sets run.out_dir)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
-    parser.add_argument(
-        "--show-config",
-        action="store_true",
-        help="print every config field with its default and meaning, then exit",
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="load and validate the config, print it, and exit"
-    )
+    add_recipe_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from reasonlab.cli import CLIError
+    from reasonlab.cli import CLIError, recipe_and_overrides
     from reasonlab.config import ConfigError, config_help, config_to_yaml, load_config
     from reasonlab.rl.config import TrainConfig, validate
 
     if args.show_config:
         print(config_help(TrainConfig))
         return 0
-    items = list(args.items)
-    recipes = [item for item in items if "=" not in item]
-    overrides = [item for item in items if "=" in item]
-    if len(recipes) > 1:
-        raise CLIError(f"one recipe at a time, got {', '.join(recipes)}")
-    source = recipes[0] if recipes else None
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise CLIError(f"{run_dir} is not a run folder (no config.yaml)")
-        source = source or str(run_dir / "config.yaml")
-        overrides.append(f"run.out_dir={run_dir}")
-    elif source is None:
-        raise CLIError("give a recipe (e.g. configs/tinyzero_countdown_tiny.yaml) or --resume")
-    if args.out:
-        overrides.append(f"run.out_dir={args.out}")
+    source, overrides = recipe_and_overrides(args, "configs/tinyzero_countdown_tiny.yaml")
 
     from reasonlab.rl.distributed import Dist
 

@@ -50,6 +50,24 @@ class EvalResult:
     samples: list[SampleSet] = field(default_factory=list, repr=False)
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     """One row per scored completion (id, sample index, verdict, length, finish reason, group)."""
+    generations: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """The generation records scored (`generation_record`: example, prompt, completion texts)."""
+
+    def headline(self) -> dict[str, float]:
+        """The figures a training run logs per evaluation: accuracy (the mean over all samples:
+        avg@n, greedy accuracy when n = 1), format_rate, mean_length, max_length (tokens),
+        truncation_rate, examples, responses."""
+        m = self.metrics
+        accuracy = next(v for k, v in m.items() if k.startswith("avg@"))
+        return {
+            "accuracy": accuracy,
+            "format_rate": m.get("format_rate", float("nan")),
+            "mean_length": m["mean_length"],
+            "max_length": float(max((r["num_tokens"] for r in self.rows), default=0)),
+            "truncation_rate": m["truncation_rate"],
+            "examples": m["num_examples"],
+            "responses": float(len(self.rows)),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """What results.json keeps (no per-sample rows)."""
@@ -212,6 +230,7 @@ def score(
         settings=dict(settings or {}),
         samples=samples,
         rows=rows,
+        generations=records,
     )
 
 
@@ -244,6 +263,33 @@ def evaluate(
         progress=progress,
     )
     return score(task, records, benchmark=benchmark, group_by=group_by, ks=ks, settings=settings)
+
+
+def greedy_and_sampled(
+    engine: RolloutEngine,
+    task: Task,
+    examples: Sequence[Example],
+    *,
+    template: str,
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+    samples: int = 4,
+    seed: int = 0,
+) -> dict[str, EvalResult]:
+    """The two accuracies a training run reports on held-out problems: "greedy" (one greedy
+    completion each) and, when `samples` > 0, "sampled" (`samples` draws at temperature 1:
+    avg@n). One batch each, so the draws do not depend on a batch size."""
+    batch = max(1, len(examples))
+    params = SamplingParams(
+        temperature=0.0, max_new_tokens=max_new_tokens, stop=list(stop), seed=seed
+    )
+    out = {"greedy": evaluate(engine, task, examples, params, template=template, batch_size=batch)}
+    if samples > 0:
+        sampled = dataclasses.replace(params, n=samples, temperature=1.0)
+        out["sampled"] = evaluate(
+            engine, task, examples, sampled, template=template, batch_size=batch
+        )
+    return out
 
 
 def group_value(example: Example, key: str | None) -> Any:

@@ -7,15 +7,29 @@ What is implemented (nanoGPT-style, on a Hugging Face model):
   `seq_len` tokens; `position_ids` restart at 0 for each sample and no attention mask is passed, so
   transformers builds a block-diagonal causal mask from them and samples in a row never see each
   other. A sample longer than `seq_len` is cut (counted in the stats as `cut_samples`).
+- shared-prompt packing (`packing="shared_prompt"`): samples with the same prompt (the corpus's
+  attempts at one problem, or N sampled completions per prompt) are packed as *one* copy of the
+  prompt followed by as many of its completions as fit in the row; each completion's position ids
+  continue from the prompt's end, and a 4D attention mask (`shared_prompt_mask`) lets a completion
+  see its prompt and itself only. Logits equal those of each sample alone (tested), while a prompt
+  shared by m completions is computed once instead of m times: the demo's corpus (44-token
+  prompts, ~63-token attempts, 16 attempts per problem) fits in about half the rows. The mask is
+  passed to the model as a 4D `attention_mask`, which transformers' sdpa and eager attention take
+  as given (flash-attention kernels do not take one: use "samples" packing there).
 - loss: next-token cross-entropy averaged over target tokens. `loss_on="completion"` counts only
   the completion tokens of pairs (and their EOS), as in SFT on prompt/response data; "all" counts
   every token after the first of each sample.
 - optimiser: AdamW (betas 0.9, 0.95), linear warm-up for `warmup` steps then cosine decay to
-  `min_lr_ratio * lr`, gradient clipping at `grad_clip`.
+  `min_lr_ratio * lr` (`reasonlab.optim`), gradient clipping at `grad_clip`.
+
+The step is `supervised_step` and the rows come from a `RowStream`: the same two that
+`reasonlab.sft` trains with (pretraining is SFT on the corpus, with loss on all of each attempt or
+on its completion). `RowStream` also pads one sample per row (`packing="none"`), for SFT.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +38,8 @@ from typing import Any
 import torch
 
 Sample = str | tuple[str, str]
+PACKING = ("samples", "shared_prompt")
+"""Packing modes of `pretrain` (module doc); `RowStream` also takes "none" (padding)."""
 
 
 def tokenize_samples(
@@ -92,6 +108,133 @@ def pack(
     return input_ids, positions, targets
 
 
+class SharedRows:
+    """Rows of shared-prompt packing, each tensor [rows, seq_len]: input ids, position ids, loss
+    targets, and per token the segment (one prompt and its completions) and branch (0: the
+    prompt, j >= 1: its j-th completion in the row) that `shared_prompt_mask` reads, and the
+    row position whose logits predict the token (`source`: the previous position, except for a
+    completion's first token, which its prompt's last token predicts)."""
+
+    def __init__(self, input_ids, positions, targets, segment, branch, source):  # noqa: ANN001
+        self.input_ids, self.positions, self.targets = input_ids, positions, targets
+        self.segment, self.branch, self.source = segment, branch, source
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def group_by_prompt(
+    data: list[tuple[list[int], list[bool]]], prompt_lengths: list[int]
+) -> list[tuple[list[int], list[bool], list[tuple[list[int], list[bool]]]]]:
+    """`tokenize_samples` output regrouped by prompt: (prompt ids, prompt targets, [(completion
+    ids, completion targets), ...]) in first-seen order of the prompts."""
+    groups: dict[tuple[int, ...], tuple[list[int], list[bool], list]] = {}
+    for (ids, target), n in zip(data, prompt_lengths):
+        key = tuple(ids[:n])
+        if key not in groups:
+            groups[key] = (ids[:n], target[:n], [])
+        groups[key][2].append((ids[n:], target[n:]))
+    return list(groups.values())
+
+
+def _best_fit(sizes: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit decreasing bin packing: indices of `sizes` per bin (each bin's total <= capacity).
+    Ties keep the input order, so a shuffled input gives a random packing."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, bin index), sorted
+    for i in order:
+        at = bisect.bisect_left(free, (sizes[i], -1))
+        if at == len(free):
+            bins.append([i])
+            room, b = capacity - sizes[i], len(bins) - 1
+        else:
+            room, b = free.pop(at)
+            bins[b].append(i)
+            room -= sizes[i]
+        bisect.insort(free, (room, b))
+    return bins
+
+
+def pack_shared(
+    groups: list[tuple[list[int], list[bool], list[tuple[list[int], list[bool]]]]],
+    seq_len: int,
+    pad_id: int,
+    rng: random.Random,
+) -> SharedRows:
+    """Shared-prompt packing (module doc). Each group's completions, in a random order, are
+    packed into segments [prompt, completion, completion, ...] of at most `seq_len` tokens, and
+    the segments of all groups into rows, both by best-fit decreasing bin packing; the rows are
+    shuffled, so that a batch holds segments of different prompts. A prompt longer than half a row
+    is cut to half of it; a completion is cut to what the row leaves after its prompt.
+    """
+    Piece = tuple[list[int], list[bool], int]  # ids, targets, branch (0 = prompt)
+    segments: list[list[Piece]] = []
+    for g in rng.sample(range(len(groups)), len(groups)):
+        prompt, prompt_target, completions = groups[g]
+        prompt, prompt_target = prompt[: seq_len // 2], prompt_target[: seq_len // 2]
+        room = seq_len - len(prompt)
+        picks = rng.sample(range(len(completions)), len(completions))
+        cut = [(completions[j][0][:room], completions[j][1][:room]) for j in picks]
+        for members in _best_fit([len(ids) for ids, _ in cut], room):
+            pieces: list[Piece] = [(prompt, prompt_target, 0)]
+            pieces += [(*cut[j], k + 1) for k, j in enumerate(members)]
+            segments.append(pieces)
+    sizes = [sum(len(ids) for ids, _, _ in pieces) for pieces in segments]
+    rows = [[segments[i] for i in members] for members in _best_fit(sizes, seq_len)]
+    rng.shuffle(rows)
+    shape = (len(rows), seq_len)
+    input_ids = torch.full(shape, pad_id, dtype=torch.long)
+    positions = torch.zeros(shape, dtype=torch.long)
+    targets = torch.zeros(shape, dtype=torch.bool)
+    segments = torch.zeros(shape, dtype=torch.long)
+    branches = torch.zeros(shape, dtype=torch.long)
+    sources = (torch.arange(seq_len) - 1).clamp(min=0).repeat(len(rows), 1)
+    for r, row in enumerate(rows):
+        at = 0
+        for s, pieces in enumerate(row):
+            prompt_len = len(pieces[0][0])
+            prompt_end = at + prompt_len - 1  # its logits predict each completion's first token
+            for ids, target, branch in pieces:
+                n = len(ids)
+                start = 0 if branch == 0 else prompt_len
+                if branch and prompt_len:
+                    sources[r, at] = prompt_end
+                input_ids[r, at : at + n] = torch.tensor(ids, dtype=torch.long)
+                positions[r, at : at + n] = torch.arange(start, start + n)
+                targets[r, at : at + n] = torch.tensor(target, dtype=torch.bool)
+                segments[r, at : at + n] = s
+                branches[r, at : at + n] = branch
+                at += n
+        # the padding is one more segment (its own prompt) with no targets
+        positions[r, at:] = torch.arange(seq_len - at)
+        segments[r, at:] = len(row)
+    return SharedRows(input_ids, positions, targets, segments, branches, sources)
+
+
+def shared_prompt_mask(
+    segment: torch.Tensor, branch: torch.Tensor, attn_implementation: str, dtype: torch.dtype
+) -> torch.Tensor:
+    """The 4D attention mask [B, 1, T, T] of shared-prompt rows (`segment`, `branch`: [B, T]): a
+    token sees the earlier tokens of its own segment's prompt and of its own branch. sdpa takes it
+    as booleans (True = attend), eager as additive floats (0 or the dtype's minimum)."""
+    t = segment.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segment.device).tril()  # [T, T]
+    same_segment = segment[:, :, None] == segment[:, None, :]  # [B, Tq, Tk]
+    visible_branch = (branch[:, None, :] == 0) | (branch[:, :, None] == branch[:, None, :])
+    mask = (causal & same_segment & visible_branch)[:, None]  # [B, 1, T, T]
+    if attn_implementation == "sdpa":
+        return mask
+    if attn_implementation == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min
+        )
+    raise ValueError(
+        f"shared-prompt packing needs a 4D attention mask, which attention implementation "
+        f"{attn_implementation!r} does not take; valid: sdpa, eager (or packing='samples')"
+    )
+
+
 def pad(
     samples: list[tuple[list[int], list[bool]]], seq_len: int, pad_id: int, rng: random.Random
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,9 +259,10 @@ def pad(
 
 
 class RowStream:
-    """Training rows in epochs: all samples packed (`pack`) or padded (`pad`) in a fresh random
-    order each epoch; `take(n)` hands out the next `n` rows, starting a new epoch (and dropping the
-    last epoch's remainder) when fewer than `n` are left.
+    """Training rows in epochs, in a fresh random order each epoch: `packing="samples"` (`pack`),
+    `"shared_prompt"` (`pack_shared`; needs `prompt_lengths`, the prompt tokens of each sample) or
+    `"none"` (`pad`: one sample per row). `take(n)` hands out the next `n` rows, starting a new
+    epoch (and dropping the last epoch's remainder) when fewer than `n` are left.
 
     `state_dict()` (the epoch, the position in it and the random state that ordered it) restores
     the stream exactly with `load_state_dict`, for checkpoints.
@@ -130,46 +274,61 @@ class RowStream:
         seq_len: int,
         pad_id: int,
         seed: int = 0,
-        packing: bool = True,
+        packing: str = "samples",
+        prompt_lengths: list[int] | None = None,
     ):
+        if packing not in (*PACKING, "none"):
+            raise ValueError(f"packing must be one of {', '.join(PACKING)}, none; got {packing!r}")
         if not samples:
             raise ValueError("no samples to train on")
         self.samples, self.seq_len, self.pad_id, self.packing = samples, seq_len, pad_id, packing
+        self.groups = None
+        if packing == "shared_prompt":
+            if prompt_lengths is None:
+                raise ValueError("shared_prompt packing needs the prompt length of each sample")
+            self.groups = group_by_prompt(samples, prompt_lengths)
         self.rng = random.Random(seed)
         self.epoch, self.cursor = 0, 0
         self._arrange()
 
     def _arrange(self) -> None:
         self._rng_state = self.rng.getstate()  # what ordered this epoch, for state_dict
-        if self.packing:
-            self.rows = (*pack(self.samples, self.seq_len, self.pad_id, self.rng), None)
+        if self.packing == "samples":
+            names = ("input_ids", "position_ids", "targets")
+            self.rows = dict(zip(names, pack(self.samples, self.seq_len, self.pad_id, self.rng)))
+        elif self.packing == "shared_prompt":
+            rows = pack_shared(self.groups, self.seq_len, self.pad_id, self.rng)
+            self.rows = {
+                "input_ids": rows.input_ids,
+                "position_ids": rows.positions,
+                "targets": rows.targets,
+                "segment": rows.segment,
+                "branch": rows.branch,
+                "source": rows.source,
+            }
         else:
-            self.rows = pad(self.samples, self.seq_len, self.pad_id, self.rng)
+            names = ("input_ids", "position_ids", "targets", "attention_mask")
+            self.rows = dict(zip(names, pad(self.samples, self.seq_len, self.pad_id, self.rng)))
 
     def __len__(self) -> int:
         """Rows in the current epoch."""
-        return len(self.rows[0])
+        return len(self.rows["input_ids"])
 
     def take(self, n: int) -> dict[str, torch.Tensor]:
-        """The next `n` rows: input_ids, position_ids, targets (bool) and, when padding,
-        attention_mask, each [n, T] (padded rows trimmed to the longest of the n). An epoch of
-        fewer than `n` rows gives all of them, re-ordered at every call."""
+        """The next `n` rows: input_ids, position_ids, targets (bool), and attention_mask
+        (padding; the rows trimmed to the longest of the n) or segment, branch and source
+        (shared_prompt, see `SharedRows`), each [n, T]. An epoch of fewer than `n` rows gives all
+        of them, re-ordered at every call."""
         if self.cursor + n > len(self):
             self.epoch += 1
             self._arrange()
             self.cursor = 0
         rows = slice(self.cursor, self.cursor + n)
         self.cursor += n
-        input_ids, positions, targets, attention = self.rows
-        batch = {
-            "input_ids": input_ids[rows],
-            "position_ids": positions[rows],
-            "targets": targets[rows],
-        }
-        if attention is not None:
-            width = max(1, int(attention[rows].sum(1).max()))
-            batch = {k: v[:, :width] for k, v in batch.items()}
-            batch["attention_mask"] = attention[rows, :width]
+        batch = {name: t[rows] for name, t in self.rows.items()}
+        if "attention_mask" in batch:
+            width = max(1, int(batch["attention_mask"].sum(1).max()))
+            batch = {name: t[:, :width] for name, t in batch.items()}
         return batch
 
     @property
@@ -192,19 +351,36 @@ LossFn = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, int]]
 """`loss_fn(model, batch) -> (mean loss over the batch's loss tokens, their count)`."""
 
 
-def nll_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Next-token cross-entropy, averaged over the target tokens of `batch` (see `RowStream`)."""
+def predicted_logits(
+    model: Any, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits that predict each loss token of a `RowStream` batch, and those tokens: [N, V]
+    and [N]. Packed and padded rows: logits at t predict token t + 1; shared-prompt rows: the
+    logits at `source` (a completion's first token is predicted by its prompt's last one), under
+    the 4D `shared_prompt_mask`."""
     ids = batch["input_ids"]
+    if "segment" not in batch:
+        logits = model(
+            input_ids=ids,
+            position_ids=batch["position_ids"],
+            attention_mask=batch.get("attention_mask"),
+            use_cache=False,
+        ).logits  # [B, T, V]
+        mask = batch["targets"][:, 1:]
+        return logits[:, :-1][mask], ids[:, 1:][mask]
+    attn = getattr(model.config, "_attn_implementation", None) or "eager"
+    attention = shared_prompt_mask(batch["segment"], batch["branch"], attn, model.dtype)
     logits = model(
-        input_ids=ids,
-        position_ids=batch["position_ids"],
-        attention_mask=batch.get("attention_mask"),
-        use_cache=False,
+        input_ids=ids, position_ids=batch["position_ids"], attention_mask=attention, use_cache=False
     ).logits  # [B, T, V]
-    mask = batch["targets"][:, 1:]  # logits at t predict token t + 1
-    return torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), ids[:, 1:][mask]), int(
-        mask.sum()
-    )
+    b, t = batch["targets"].nonzero(as_tuple=True)  # target tokens, each predicted at source[b, t]
+    return logits[b, batch["source"][b, t]], ids[b, t]
+
+
+def nll_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Next-token cross-entropy, averaged over the loss tokens of a `RowStream` batch."""
+    predicted, labels = predicted_logits(model, batch)
+    return torch.nn.functional.cross_entropy(predicted.float(), labels), len(labels)
 
 
 def supervised_step(
@@ -225,7 +401,8 @@ def supervised_step(
     grad_norm (before clipping), tokens (loss tokens) and lr (the one used).
     """
     device = next(model.parameters()).device
-    counts = [int(b["targets"][:, 1:].sum()) for b in micro_batches]
+    # a row's first token is a sample's first token, never a target: every target is predicted
+    counts = [int(b["targets"].sum()) for b in micro_batches]
     total = sum(counts)
     lr = scheduler.get_last_lr()[0]
     optimizer.zero_grad(set_to_none=True)
@@ -265,12 +442,14 @@ def pretrain(
     weight_decay: float = 0.01,
     grad_clip: float = 1.0,
     min_lr_ratio: float = 0.1,
+    packing: str = "samples",
     num_threads: int | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place on `samples` (texts or (prompt, completion) pairs, see module doc).
 
-    batch_size is in packed rows of `seq_len` tokens. num_threads sets torch's intra-op threads for
+    batch_size is in packed rows of `seq_len` tokens; packing is "samples" (position ids restart
+    per sample) or "shared_prompt" (see module doc). num_threads sets torch's intra-op threads for
     the run (None: leave torch's setting). callback(record) is called every `log_every` steps with
     {step, loss, lr, tokens_per_s (packed tokens processed), seconds}. Returns stats: steps, final_loss (mean of the last
     `log_every` steps), first_loss, losses (one per log), seconds, tokens (target tokens seen),
@@ -282,9 +461,26 @@ def pretrain(
         raise ValueError(
             f"need steps >= 1, batch_size >= 1, seq_len >= 2; got {steps}, {batch_size}, {seq_len}"
         )
+    if packing not in PACKING:
+        raise ValueError(f"packing must be one of {', '.join(PACKING)}; got {packing!r}")
     data = tokenize_samples(samples, tokenizer, loss_on)
     if not data:
         raise ValueError("no samples to train on")
+    prompt_lengths = None
+    if packing == "shared_prompt":
+        attn = getattr(model.config, "_attn_implementation", None) or "eager"
+        shared_prompt_mask(
+            torch.zeros(1, 1, dtype=torch.long),
+            torch.zeros(1, 1, dtype=torch.long),
+            attn,
+            torch.float32,
+        )  # refuses an attention implementation that takes no 4D mask, before any work
+        prompt_lengths = [
+            len(tokenizer(s[0], add_special_tokens=False)["input_ids"])
+            if isinstance(s, tuple) and s[0]
+            else 0
+            for s in samples
+        ]
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
@@ -301,7 +497,9 @@ def pretrain(
     window: list[float] = []
     first_loss = None
     tokens_seen = 0
-    stream = RowStream(data, seq_len, pad_id, seed=seed)
+    stream = RowStream(
+        data, seq_len, pad_id, seed=seed, packing=packing, prompt_lengths=prompt_lengths
+    )
     start = last_log = time.perf_counter()
     steps_at_log = 0
     try:
@@ -345,15 +543,22 @@ def pretrain(
         "epochs": stream.epochs,
         "num_params": num_params(model),
         "cut_samples": sum(len(ids) > seq_len for ids, _ in data),
+        "rows_per_epoch": len(stream),
     }
 
 
 __all__ = [
+    "PACKING",
     "RowStream",
+    "SharedRows",
+    "group_by_prompt",
     "nll_loss",
     "pack",
+    "pack_shared",
     "pad",
+    "predicted_logits",
     "pretrain",
+    "shared_prompt_mask",
     "supervised_step",
     "tokenize_samples",
 ]

@@ -24,7 +24,7 @@ from reasonlab.rl.losses import (
     token_logprobs,
     value_loss,
 )
-from reasonlab.rl.trainer import Trainer, evaluate
+from reasonlab.rl.trainer import Trainer
 
 __all__ = [
     "ADVANTAGES",
@@ -36,7 +36,6 @@ __all__ = [
     "aggregate",
     "compute_advantages",
     "entropy_from_logits",
-    "evaluate",
     "groups_with_signal",
     "high_entropy_mask",
     "kl_penalty",

@@ -437,7 +437,10 @@ class Learner:
                         is_weights,
                     )
         out = stats.reduce(self.dist, self.device)
-        out["advantage_mean"] = float(advantages[mask_bool].mean()) if mask_bool.any() else 0.0
+        # over every rank's response tokens, as the other statistics (a rank's mean alone differs)
+        tokens = self.dist.sum_scalar(float(mask_bool.sum()), self.device)
+        total = self.dist.sum_scalar(float(advantages[mask_bool].sum()), self.device)
+        out["advantage_mean"] = total / tokens if tokens else 0.0
         out["entropy_coef"] = self._entropy_weight()
         if alg.entropy_target is not None and "entropy" in out:
             self.last_entropy = out["entropy"]

@@ -40,7 +40,7 @@ What is kept simple, on purpose:
 - Weights and AdamW states stay float32; `model.dtype` bfloat16/float16 is the autocast compute
   dtype on CUDA (veRL's FSDP mixed precision keeps fp32 master weights the same way).
 
-Held-out evaluation (`evaluate`) runs every `run.eval_every` steps on examples drawn from the
+Held-out evaluation (`reasonlab.eval.runner.evaluate`) runs every `run.eval_every` steps on examples drawn from the
 held-out share of the problem space (`task.held_out_fraction`), generated with `task.eval_seed`, or
 from `task.eval_split`; the data stream skips every training example with the key (`Task.key`) of
 an evaluated problem or in the held-out share, so nothing evaluated is trained on under any
@@ -68,6 +68,7 @@ import numpy as np
 import torch
 
 from reasonlab.analysis.dynamics import step_metrics
+from reasonlab.eval import runner as eval_runner
 from reasonlab.io import read_run_file, truncate_run_file, write_jsonl
 from reasonlab.models import enable_gradient_checkpointing
 from reasonlab.optim import lr_factor
@@ -184,63 +185,6 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 # ----------------------------------------------------------------------------- evaluation
-
-
-def evaluate(
-    model: Any,
-    tokenizer: Any,
-    task: Any,
-    examples: Sequence[Example],
-    *,
-    template: str = "r1-zero",
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    n: int = 1,
-    stop: Sequence[str] = (),
-    seed: int = 0,
-    batch_size: int | None = None,
-    engine: Any = None,
-    records: list[Scored] | None = None,
-) -> dict[str, float]:
-    """Accuracy of `model` on `examples`: `n` responses each (greedy when temperature is 0).
-
-    Returns accuracy (mean over all responses: avg@n), format_rate (an answer was found and
-    parsed), mean_length / max_length (tokens), truncation_rate (hit max_new_tokens) and the
-    counts. `records`, when given, receives a `Scored` per response (reward = correctness).
-    """
-    if engine is None:
-        from reasonlab.rollout import get_engine
-
-        engine = get_engine("hf", model=model, tokenizer=tokenizer, batch_size=batch_size)
-    prompts = [Prompt(task.render(ex, template, tokenizer), ex.id) for ex in examples]
-    params = SamplingParams(
-        n=n,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        stop=list(stop),
-        seed=seed,
-    )
-    rollouts = engine.generate(prompts, params)
-    per_response = [ex for ex in examples for _ in range(n)]
-    verdicts = verify_all(task, [r.text for r in rollouts], per_response)
-    lengths = [len(r.completion_ids) for r in rollouts]
-    if records is not None:
-        records.extend(
-            Scored(r, v, float(v.correct), {"correct": float(v.correct)})
-            for r, v in zip(rollouts, verdicts)
-        )
-    count = max(1, len(rollouts))
-    return {
-        "accuracy": sum(v.correct for v in verdicts) / count,
-        "format_rate": sum(v.format_ok for v in verdicts) / count,
-        "mean_length": sum(lengths) / count,
-        "max_length": float(max(lengths, default=0)),
-        "truncation_rate": sum(r.finish_reason == "length" for r in rollouts) / count,
-        "examples": float(len(examples)),
-        "responses": float(len(rollouts)),
-    }
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -461,10 +405,17 @@ class Trainer:
     def _rollout_and_score(self, examples: list[Example], seeds: list[int]) -> dict[str, Any]:
         """Generate `rollout.n` responses per example (example i sampled with its own seed
         `seeds[i]`), verify and score them: {rollouts, verdicts, rewards, components (name ->
-        value per response), time_generate, time_score}."""
+        value per response), difficulty (per response, `Task.difficulty_key`), time_generate,
+        time_score}."""
         cfg = self.config
         n = cfg.rollout.n
-        out: dict[str, Any] = {"rollouts": [], "verdicts": [], "rewards": [], "components": {}}
+        out: dict[str, Any] = {
+            "rollouts": [],
+            "verdicts": [],
+            "difficulty": [],
+            "rewards": [],
+            "components": {},
+        }
         if not examples:  # a rank whose share of a refill round is empty
             return {**out, "time_generate": 0.0, "time_score": 0.0}
         prompts = [
@@ -497,9 +448,11 @@ class Trainer:
             answer=[ex.answer for ex in per_response],
             finish_reason=[r.finish_reason for r in rollouts],
         )
+        key = self.task.difficulty_key
         return {
             "rollouts": rollouts,
             "verdicts": verdicts,
+            "difficulty": [eval_runner.group_value(ex, key) for ex in per_response],
             "rewards": scored.total,
             "components": scored.components,
             "time_generate": t1 - t0,
@@ -525,7 +478,13 @@ class Trainer:
         cfg, d = self.config, self.dist
         n = cfg.rollout.n
         target = cfg.batching.prompts_per_step  # groups to train on, all ranks together
-        data: dict[str, Any] = {"rollouts": [], "verdicts": [], "rewards": [], "components": {}}
+        data: dict[str, Any] = {
+            "rollouts": [],
+            "verdicts": [],
+            "difficulty": [],
+            "rewards": [],
+            "components": {},
+        }
         kept: list[int] = []  # the kept groups: indices into the step's groups, in stream order
         gen_time = score_time = 0.0
         drawn = rounds = 0  # prompts read from the stream in this step; sampling rounds
@@ -537,7 +496,7 @@ class Trainer:
             gen_time += local.pop("time_generate")
             score_time += local.pop("time_score")
             for part in d.all_gather_objects(local):  # rank order: the block's order
-                for key in ("rollouts", "verdicts", "rewards"):
+                for key in ("rollouts", "verdicts", "difficulty", "rewards"):
                     data[key] += part[key]
                 for key, values in part["components"].items():
                     data["components"].setdefault(key, []).extend(values)
@@ -590,6 +549,13 @@ class Trainer:
                 "data_position": self.stream.position,
             }
         )
+        # accuracy by difficulty (`Task.difficulty_key`: countdown numbers, K&K people, MATH level)
+        by: dict[Any, list[bool]] = {}
+        for value, verdict in zip(data["difficulty"], verdicts):
+            if value is not None:
+                by.setdefault(value, []).append(verdict.correct)
+        for value in sorted(by, key=str):
+            metrics[f"accuracy/{self.task.difficulty_key}={value}"] = float(np.mean(by[value]))
         # behaviour rates and reflection words of every response (rule-based, reasonlab.analysis)
         texts = [r.text for r in rollouts]  # every rank's: `data` holds them all
         metrics.update(step_metrics(texts, self.config.task.name, [int(x) for x in lengths]))
@@ -672,21 +638,30 @@ class Trainer:
         if not self.dist.is_main:
             return {}
         t0 = time.perf_counter()
+        params = SamplingParams(
+            temperature=cfg.run.eval_temperature,
+            top_p=cfg.rollout.top_p if cfg.run.eval_temperature > 0 else 1.0,
+            max_new_tokens=cfg.run.eval_max_new_tokens or cfg.rollout.max_new_tokens,
+            stop=list(cfg.rollout.stop),
+            seed=derive_seed(cfg.run.seed, self.step, 99),
+        )
         with self._autocast():
-            results = evaluate(
-                self.model,
-                self.tokenizer,
+            evaluated = eval_runner.evaluate(
+                self.engine,
                 self.task,
                 self.eval_examples,
+                params,
                 template=cfg.task.template,
-                max_new_tokens=cfg.run.eval_max_new_tokens or cfg.rollout.max_new_tokens,
-                temperature=cfg.run.eval_temperature,
-                top_p=cfg.rollout.top_p if cfg.run.eval_temperature > 0 else 1.0,
-                stop=cfg.rollout.stop,
-                seed=derive_seed(cfg.run.seed, self.step, 99),
-                engine=self.engine,
+                tokenizer=self.tokenizer,
+                batch_size=max(1, len(self.eval_examples)),  # one batch: draws independent of it
+                group_by=self.task.difficulty_key,
             )
-        results = {"step": self.step, **results, "time/eval": time.perf_counter() - t0}
+        results = {"step": self.step, **evaluated.headline()}
+        for value, group in evaluated.groups.items():  # accuracy by difficulty
+            results[f"accuracy/{evaluated.group_by}={value}"] = group[
+                next(k for k in group if k.startswith("avg@"))
+            ]
+        results["time/eval"] = time.perf_counter() - t0
         with open(self.run_dir / "eval.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(results) + "\n")
         self.last_eval = results
@@ -841,7 +816,6 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "build_scorer",
-    "evaluate",
     "lr_lambda",
     "strip_timing",
 ]

@@ -25,17 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from reasonlab.models.pretrain import nll_loss
+from reasonlab.models.pretrain import nll_loss, predicted_logits
 from reasonlab.registry import Registry
-
-
-def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(
-        input_ids=batch["input_ids"],
-        position_ids=batch["position_ids"],
-        attention_mask=batch.get("attention_mask"),
-        use_cache=False,
-    ).logits  # [B, T, V]
 
 
 def generalized_jsd(
@@ -66,11 +57,10 @@ def distill_loss(
     temperature: float,
 ) -> tuple[torch.Tensor, int]:
     """Mean JSD(beta) between student and teacher over the target tokens of `batch`."""
-    mask = batch["targets"][:, 1:]  # logits at t predict token t + 1
-    student = _logits(model, batch)[:, :-1][mask]  # [N, V]
+    student, labels = predicted_logits(model, batch)  # [N, V], [N]
     with torch.no_grad():
-        teacher_logits = _logits(teacher, batch)[:, :-1][mask]
-    return generalized_jsd(student, teacher_logits, beta, temperature).mean(), int(mask.sum())
+        teacher_logits, _ = predicted_logits(teacher, batch)
+    return generalized_jsd(student, teacher_logits, beta, temperature).mean(), len(labels)
 
 
 LOSSES: Registry[Any] = Registry("SFT loss")

@@ -210,7 +210,7 @@ class SFTTrainer:
             cfg.data.max_length,
             self.pad_id,
             seed=cfg.training.seed,
-            packing=cfg.data.packing,
+            packing="samples" if cfg.data.packing else "none",
         )
         t = cfg.training
         if t.per_device_train_batch_size > len(self.stream):
@@ -250,6 +250,7 @@ class SFTTrainer:
         )
         self.step = 0
         self.tokens_seen = 0
+        self.window: list[float] = []  # losses of the steps since the last metrics row
         if checkpoint is not None:
             self._restore(checkpoint)
         else:
@@ -285,6 +286,7 @@ class SFTTrainer:
         )
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.window = [float(x) for x in state.get("window", [])]
         self.stream.load_state_dict(state["data"])
         for name in RUN_FILES:
             truncate_run_file(self.run_dir / name, self.step)
@@ -299,7 +301,11 @@ class SFTTrainer:
             tokenizer=self.tokenizer,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
-            state={"data": self.stream.state_dict(), "tokens_seen": self.tokens_seen},
+            state={
+                "data": self.stream.state_dict(),
+                "tokens_seen": self.tokens_seen,
+                "window": self.window,
+            },
             keep=self.config.run.save_total_limit,
         )
 
@@ -472,19 +478,18 @@ class SFTTrainer:
         if self.step == 0:
             before = self.evaluate()
         last_eval: dict[str, Any] | None = None
-        window: list[float] = []
         final: dict[str, Any] = {}
         tic = time.perf_counter()
         tokens_at = self.tokens_seen
         try:
             while self.step < self.total_steps:
                 out = self.train_step()
-                window.append(out["loss"])
+                self.window.append(out["loss"])
                 if self.step % cfg.run.logging_steps == 0 or self.step == self.total_steps:
                     now = time.perf_counter()
                     final = {
                         "step": self.step,
-                        "loss": sum(window) / len(window),
+                        "loss": sum(self.window) / len(self.window),
                         "lr": out["lr"],
                         "grad_norm": out["grad_norm"],
                         "epoch": self.stream.epochs,
@@ -494,7 +499,7 @@ class SFTTrainer:
                     if cfg.training.loss == "gkd":
                         final["on_policy"] = out["on_policy"]
                     self._append("metrics.jsonl", final)
-                    window, tic, tokens_at = [], now, self.tokens_seen
+                    self.window, tic, tokens_at = [], now, self.tokens_seen
                 if cfg.run.eval_steps and self.step % cfg.run.eval_steps == 0:
                     last_eval = self.evaluate()
                 if cfg.run.save_steps and self.step % cfg.run.save_steps == 0:

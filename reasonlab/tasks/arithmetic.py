@@ -69,6 +69,7 @@ def _check(params: dict[str, Any]) -> tuple[int, int, int, int, str]:
 @register
 class Arithmetic(Task):
     name = "arithmetic"
+    difficulty_key = "operands"
     description = "integer expressions like '12 + 7 * 3' for tiny models; the answer is one integer"
     answer_example = "42"
     bounded_by_construction = True  # one integer regex over a capped answer

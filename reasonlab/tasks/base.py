@@ -57,6 +57,9 @@ class Task(ABC):
     """Generator parameters (with defaults) accepted by `generate`."""
     splits: ClassVar[tuple[str, ...]] = ()
     """Named shipped datasets accepted by `load` (empty for pure generators)."""
+    difficulty_key: ClassVar[str | None] = None
+    """The `Example.meta` key that measures a problem's difficulty (a list value: its length), for
+    accuracy by difficulty during training and evaluation; None when the task has none."""
     bounded_by_construction: ClassVar[bool] = False
     """`verify` is fast and bounded without a worker (a safe parser over capped input, no sympy):
     `verify_batch` then runs in this process, which is faster than shipping the work out."""

@@ -257,6 +257,7 @@ def _claim(expression: str) -> tuple[Fraction, tuple[int, ...]] | None:
 @register
 class Countdown(Task):
     name = "countdown"
+    difficulty_key = "numbers"
     description = (
         "reach a target with + - * / using each given number exactly once (TinyZero, "
         "Cognitive Behaviors); exact rational checking by a safe parser"

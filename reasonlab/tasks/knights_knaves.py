@@ -303,6 +303,7 @@ def _role_pattern(name: str) -> re.Pattern[str]:
 @register
 class KnightsKnaves(Task):
     name = "knights_knaves"
+    difficulty_key = "names"
     description = (
         "Knights and Knaves logic puzzles (Logic-RL): say who is a knight and who is a knave; "
         "generated (2-8 people) or the shipped Logic-RL test sets"

@@ -73,6 +73,7 @@ ERRATA: dict[str, str] = {
 @register
 class MathTask(Task):
     name = "math"
+    difficulty_key = "level"
     description = (
         "competition math (MATH, MATH-500, GSM8K, AIME 2024, AMC 2023); "
         "the final answer is checked by math-verify"
