@@ -180,6 +180,8 @@ def test_config_fields_are_documented_and_errors_say_where(tmp_path):
     recipe.write_text("model: {path: m}\ndata: {train_files: [a.jsonl]}\ntraining: {loss: kd}\n")
     with pytest.raises(ConfigError, match="needs distill.teacher"):
         load_config(SFTConfig, recipe)
+    with pytest.raises(ConfigError, match="model.path is required"):
+        load_config(SFTConfig, None, ["data.train_files=[a.jsonl]"])  # no model section at all
     with pytest.raises(ConfigError, match="lr_scheduler_type must be one of constant, cosine"):
         load_config(SFTConfig, recipe, ["distill.teacher=t", "training.lr_scheduler_type=cos"])
 
