@@ -8,6 +8,7 @@ demo's 100 held-out problems, greedy unless said otherwise, in percent. Effects 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from reasonlab.experiments.core import (
     Effect,
     Experiment,
     RunRecord,
+    digest,
     mean_std,
     register,
 )
@@ -245,7 +247,14 @@ def _scaling(ctx: Context, arm: Arm, seed: int, record: RunRecord) -> dict[str, 
     )
     examples = ctx.held_out[: 2 if quick else SCALING_EXAMPLES]
     folder = record.run_dir or ctx.out / "search-base"
-    path = folder / f"search-seed{seed}-{len(examples)}.json"
+    key = digest(
+        {
+            "config": dataclasses.asdict(config),
+            "model": ctx.base_id if record.run_dir is None else str(record.model_dir),
+            "examples": [ex.id for ex in examples],
+        }
+    )
+    path = folder / f"search-{key[:12]}.json"
     if not path.is_file():
         model, tokenizer = models.load(record.model_dir)
         engine = get_engine("hf", model=model, tokenizer=tokenizer)

@@ -246,7 +246,7 @@ class Context:
             if not (folder / "config.json").is_file():
                 tokenizer = build_tiny_tokenizer(self.task, cfg)
                 models.save(build_tiny_model(tokenizer, cfg), tokenizer, folder)
-            return folder, _digest({"quick": True, "tiny": _plain(cfg.model.tiny)})
+            return folder, digest({"quick": True, "tiny": _plain(cfg.model.tiny)})
         from reasonlab.demo import base_settings
         from reasonlab.models.base_model import pretrain_base
 
@@ -261,7 +261,7 @@ class Context:
         """The base model's held-out evaluation (`reasonlab.demo.evaluate_held_out`), cached in
         OUT/base_eval-HASH.json."""
         if self._before is None:
-            key = _digest({"base": self.base_id, "eval": self._eval_settings()})
+            key = digest({"base": self.base_id, "eval": self._eval_settings()})
             path = self.out / f"base_eval-{key}.json"
             if path.is_file():
                 self._before = json.loads(path.read_text(encoding="utf-8"))
@@ -277,7 +277,7 @@ class Context:
         return self._before
 
     def _eval_settings(self) -> dict[str, Any]:
-        return {"samples": self.eval_samples, "held_out": _digest(self.held_out_keys)}
+        return {"samples": self.eval_samples, "held_out": digest(self.held_out_keys)}
 
     # -- arms -------------------------------------------------------------------------------
 
@@ -327,7 +327,7 @@ class Context:
 
         cfg = load_config(TrainConfig, str(self.recipe), self.arm_overrides(arm, seed))
         cfg.run.out_dir = ""
-        key = _digest(
+        key = digest(
             {"config": config_to_yaml(cfg), "base": self.base_id, "eval": self._eval_settings()}
         )
         run_dir = self.out / "runs" / key[:12]
@@ -385,7 +385,7 @@ def _plain(obj: Any) -> Any:
     return dataclasses.asdict(obj)
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
     blob = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -482,7 +482,7 @@ def run_experiment(
         "held_out": {
             "examples": len(ctx.held_out),
             "fraction": ctx.base_cfg.task.held_out_fraction,
-            "keys_sha": _digest(ctx.held_out_keys),
+            "keys_sha": digest(ctx.held_out_keys),
         },
         "base_model": {"path": str(ctx.base_dir), "id": ctx.base_id},
         "arms": arms,
