@@ -47,6 +47,32 @@ def test_verdict_not_reproduced_names_the_seeds_against_the_claim():
         verdict([], 3)
 
 
+def test_r1_zero_verdict_from_a_hand_made_table_both_ways():
+    effects = get("r1_zero").effects
+    table = {
+        "base": {"accuracy": [18.0, 18.0, 18.0], "mean_length": [44.0, 44.0, 44.0]},
+        "grpo": {"accuracy": [35.0, 30.0, 40.0], "mean_length": [120.0, 90.0, 100.0]},
+    }
+    assert verdict(effects(table), 3) == (
+        "reproduced: held-out accuracy gain (grpo - base) +17.0 +- 5.0 pts; held-out response "
+        "length gain +59.3 +- 15.3 tokens (3 seeds)"
+    )
+    table["grpo"]["mean_length"] = [40.0, 90.0, 100.0]  # one seed's responses got shorter
+    assert verdict(effects(table), 3).startswith("not reproduced: ")
+
+
+def test_test_time_scaling_effects_compare_the_largest_n_with_n_1():
+    exp = get("test_time_scaling")
+    table = {
+        arm: {key: [10.0 + 5 * int(key.split("@")[1] > "1"), 12.0] for key in exp.metrics}
+        for arm in ("base", "grpo")
+    }
+    effects = exp.effects(table)
+    assert len(effects) == 8  # 2 models x 4 methods
+    assert effects[0].label == "base majority: accuracy at N=16 - N=1"
+    assert effects[0].values == [5.0, 0.0] and not effects[0].holds
+
+
 def test_list_names_every_experiment_with_paper_and_claim(capsys):
     assert main(["experiment", "--list"]) == 0
     out = capsys.readouterr().out
