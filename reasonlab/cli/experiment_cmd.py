@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         except ExperimentError as err:
             raise CLIError(str(err)) from None
         lines.append(f"{name}: {results['verdict']}")
-    print("\n".join(lines))
+    if len(lines) > 1:  # each verdict was printed as it came; here all of them together
+        print("\n".join(lines))
     print(f"wrote {args.out / 'report.html'}")
     return 0

@@ -24,6 +24,7 @@ from reasonlab.experiments.core import (
     RunRecord,
     digest,
     mean_std,
+    plot_title,
     register,
 )
 
@@ -310,7 +311,7 @@ def _scaling_plot(results: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{arm} model", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"test_time_scaling: {results['verdict'][:150]}", fontsize=8)
+    fig.suptitle(plot_title(results), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
 

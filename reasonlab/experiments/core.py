@@ -529,6 +529,15 @@ def curve_means(results: dict[str, Any], key: str) -> dict[str, tuple[list[int],
     return out
 
 
+def plot_title(results: dict[str, Any]) -> str:
+    """ "NAME: reproduced (3 seeds; the figures: results.json)": a verdict line is too long."""
+    head = results["verdict"].partition(":")[0]
+    seeds = len(results["seeds"])
+    return (
+        f"{results['experiment']}: {head} ({seeds} seed{'s' * (seeds != 1)}; figures: results.json)"
+    )
+
+
 def default_plot(exp: Experiment) -> Callable[[dict[str, Any], Path], None]:
     """Bars (mean +- std, seeds as dots) of each metric per arm, then `exp.curves` per step."""
 
@@ -568,7 +577,7 @@ def default_plot(exp: Experiment) -> Callable[[dict[str, Any], Path], None]:
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=6)
-        fig.suptitle(f"{results['experiment']}: {results['verdict'][:150]}", fontsize=8)
+        fig.suptitle(plot_title(results), fontsize=9)
         fig.tight_layout()
         fig.savefig(path)
 
