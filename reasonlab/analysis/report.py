@@ -477,11 +477,12 @@ def experiment_section(results: dict[str, Any], png: Path | None = None) -> list
     e = html.escape
     ok = results["verdict"].startswith("reproduced")
     quick = " (--quick: mechanics only, not the finding)" if results.get("quick") else ""
+    seeds = len(results["seeds"])
     out = [
         f'<h2 id="{e(results["experiment"])}">{e(results["experiment"])}{e(quick)}</h2>',
         f'<p class="{"ok" if ok else "bad"}"><b>{e(results["verdict"])}</b></p>',
         f"<p>Claim: {e(results['claim'])}. Paper: {e(results['paper'])}.</p>",
-        f'<p class="meta">{len(results["seeds"])} seeds; held-out problems: '
+        f'<p class="meta">{seeds} seed{"s" * (seeds != 1)}; held-out problems: '
         f"{results['held_out']['examples']} (the same for every arm); command: "
         f"<code>{e(results['command'])}</code>; {results['seconds']:.0f} s.</p>",
     ]
