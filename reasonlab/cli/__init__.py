@@ -21,6 +21,7 @@ COMMANDS = [
     "search_cmd",
     "analyze_cmd",
     "report_cmd",
+    "experiment_cmd",
 ]
 
 
