@@ -40,6 +40,20 @@ DEMO_PRETRAIN: dict[str, Any] = dict(
 """`PretrainSettings` of the demo's base model (task, params and template come from the recipe)."""
 
 
+def base_settings(cfg: Any, seed: int = 0, pretrain: dict[str, Any] | None = None) -> Any:
+    """The demo base model's `PretrainSettings` for the RL recipe `cfg` (its task, params and
+    template), `DEMO_PRETRAIN` updated by `pretrain`; `reasonlab experiment` shares this base."""
+    from reasonlab.models.base_model import PretrainSettings
+
+    return PretrainSettings(
+        task=cfg.task.name,
+        params=dict(cfg.task.params),
+        template=cfg.task.template,
+        seed=seed,
+        **{**DEMO_PRETRAIN, **(pretrain or {})},
+    )
+
+
 def evaluate_held_out(
     model: Any, tokenizer: Any, task: Any, examples: list[Any], cfg: Any, samples: int, seed: int
 ) -> dict[str, Any]:
@@ -113,7 +127,7 @@ def run_demo(
     from reasonlab import models, tasks
     from reasonlab.analysis.plots import plot_training
     from reasonlab.config import load_config
-    from reasonlab.models.base_model import PretrainSettings, corpus_problems, pretrain_base
+    from reasonlab.models.base_model import corpus_problems, pretrain_base
     from reasonlab.rl.config import TrainConfig
     from reasonlab.rl.data import split_examples
     from reasonlab.rl.trainer import Trainer
@@ -123,13 +137,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     overrides = [f"task.eval_size={eval_examples}", *list(overrides or [])]
     cfg = load_config(TrainConfig, str(recipe), overrides)
-    settings = PretrainSettings(
-        task=cfg.task.name,
-        params=dict(cfg.task.params),
-        template=cfg.task.template,
-        seed=seed,
-        **{**DEMO_PRETRAIN, **(pretrain or {})},
-    )
+    settings = base_settings(cfg, seed, pretrain)
     base_dir = out / "base"
     # the recipe's thread count for pretraining too: torch's process-wide setting may have been
     # lowered by an earlier run in the same process (a test session), which doubled this stage

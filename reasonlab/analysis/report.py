@@ -430,3 +430,103 @@ def _plot(title: str, ylabel: str, lines: Sequence[tuple[str, list, str]]) -> st
     plt.close(fig)
     svg = buf.getvalue()
     return f'<div class="plot">{svg[svg.index("<svg") :]}</div>'
+
+
+# -- experiments (`reasonlab experiment`) --------------------------------------------------------
+
+
+def write_experiments_report(
+    out_dir: str | Path, out: str | Path, pending: dict[str, str] | None = None
+) -> Path:
+    """One page with a section per experiment whose `OUT_DIR/NAME/results.json` exists (the
+    verdict, claim and paper, a table of every metric per arm as mean +- std with the per-seed
+    values, the effects the verdict reads, the command, and the experiment's PNG inline), then the
+    experiments listed in `pending` (name -> why not run). Same style as `write_report`."""
+    folder = Path(out_dir)
+    results = [
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(folder.glob("*/results.json"))
+    ]
+    body = ["<h1>reasonlab experiments: the seed papers' findings in miniature</h1>"]
+    if results:
+        body.append("<table>")
+        body.append(_row(["experiment", "verdict"], head=True, left=True))
+        body += [_row([r["experiment"], r["verdict"]], left=True) for r in results]
+        body.append("</table>")
+    for r in results:
+        body += experiment_section(r, folder / r["experiment"] / f"{r['experiment']}.png")
+    if pending:
+        body.append("<h2>Not run</h2><table>")
+        body.append(_row(["experiment", "why"], head=True, left=True))
+        body += [_row([name, why], left=True) for name, why in sorted(pending.items())]
+        body.append("</table>")
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>reasonlab experiments</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+    atomic_write_text(out, page)
+    return Path(out)
+
+
+def experiment_section(results: dict[str, Any], png: Path | None = None) -> list[str]:
+    """The HTML of one experiment's results.json (see `write_experiments_report`)."""
+    import base64
+
+    e = html.escape
+    ok = results["verdict"].startswith("reproduced")
+    quick = " (--quick: mechanics only, not the finding)" if results.get("quick") else ""
+    seeds = len(results["seeds"])
+    out = [
+        f'<h2 id="{e(results["experiment"])}">{e(results["experiment"])}{e(quick)}</h2>',
+        f'<p class="{"ok" if ok else "bad"}"><b>{e(results["verdict"])}</b></p>',
+        f"<p>Claim: {e(results['claim'])}. Paper: {e(results['paper'])}.</p>",
+        f'<p class="meta">{seeds} seed{"s" * (seeds != 1)}; held-out problems: '
+        f"{results['held_out']['examples']} (the same for every arm); command: "
+        f"<code>{e(results['command'])}</code>; {results['seconds']:.0f} s.</p>",
+    ]
+    arms = results["arms"]
+    out.append("<table>")
+    out.append(_row(["metric", *arms], head=True, left=True))
+    for key, label in results["metrics"].items():
+        cells = []
+        for arm in arms.values():
+            s = arm["metrics"][key]
+            seeds = ", ".join(f"{v:.1f}" for v in s["values"])
+            cells.append(f"{s['mean']:.2f} +- {s['std']:.2f} ({seeds})")
+        out.append(_row([label, *cells], left=True))
+    out.append("</table>")
+    out.append("<table>")
+    out.append(
+        _row(
+            ["effect the claim predicts (> 0)", "mean +- std", "per seed", "holds"],
+            head=True,
+            left=True,
+        )
+    )
+    for effect in results["effects"]:
+        out.append(
+            _row(
+                [
+                    f"{effect['label']} ({effect['unit']})" if effect["unit"] else effect["label"],
+                    f"{effect['mean']:+.2f} +- {effect['std']:.2f}",
+                    ", ".join(f"{v:+.1f}" for v in effect["values"]),
+                    "yes" if effect["holds"] else "no",
+                ],
+                left=True,
+            )
+        )
+    out.append("</table>")
+    out.append("<details><summary>arms: how to rerun each</summary><ul>")
+    for name, arm in arms.items():
+        note = f" ({e(arm['note'])})" if arm.get("note") else ""
+        out.append(f"<li>{e(name)}{note}: <code>{e(arm['command'])}</code></li>")
+    out.append("</ul></details>")
+    if png is not None and png.is_file():
+        data = base64.b64encode(png.read_bytes()).decode()
+        out.append(
+            f'<img alt="{e(results["experiment"])}" style="max-width:100%" '
+            f'src="data:image/png;base64,{data}">'
+        )
+    return out

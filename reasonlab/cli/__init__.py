@@ -22,6 +22,7 @@ COMMANDS = [
     "search_cmd",
     "analyze_cmd",
     "report_cmd",
+    "experiment_cmd",
 ]
 
 

@@ -27,6 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pretrain-steps", type=int, default=None, help="base model optimiser steps (default 2400)"
     )
+    p.add_argument(
+        "--pretrain-packing",
+        default=None,
+        choices=["samples", "shared_prompt"],
+        help="base model packing (default samples; tests/test_demo.py uses shared_prompt)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="RL recipe overrides")
     p.set_defaults(func=run)
 
@@ -37,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     run_demo(
         args.out,
         overrides=args.overrides,
-        pretrain={} if args.pretrain_steps is None else {"steps": args.pretrain_steps},
+        pretrain={
+            k: v
+            for k, v in (("steps", args.pretrain_steps), ("packing", args.pretrain_packing))
+            if v is not None
+        },
         eval_examples=args.eval,
         eval_samples=args.eval_samples,
         seed=args.seed,

@@ -1,0 +1,203 @@
+"""`reasonlab experiment`: the verdict from hand-made numbers, the CLI's errors, and the mechanics
+of a --quick run (arms x seeds, results.json, resume of an interrupted run, reuse of finished
+ones) on a random tiny model. The findings themselves are measured by the default settings, not
+here (docs/findings.md)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pytest
+
+from reasonlab.cli import main
+from reasonlab.experiments import Arm, Effect, ExperimentError, mean_std, names, verdict
+from reasonlab.experiments.core import Context, get, run_experiment
+
+
+def test_mean_std_is_the_sample_std():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([4.0]) == (4.0, 0.0)
+
+
+def test_verdict_reproduced_when_every_effect_is_positive_in_every_seed():
+    effects = [
+        Effect("accuracy gain", [10.0, 20.0, 30.0], "pts"),
+        Effect("length gain", [5.0, 5.0, 8.0], "tokens"),
+    ]
+    assert verdict(effects, 3) == (
+        "reproduced: accuracy gain +20.0 +- 10.0 pts; length gain +6.0 +- 1.7 tokens (3 seeds)"
+    )
+
+
+def test_verdict_not_reproduced_names_the_seeds_against_the_claim():
+    # a positive mean is not enough: one seed of three goes the other way
+    effects = [
+        Effect("accuracy gain", [10.0, 20.0, 30.0], "pts"),
+        Effect("length gain", [6.0, -1.0, 7.0], "tokens"),
+    ]
+    line = verdict(effects, 3)
+    assert line == (
+        "not reproduced: accuracy gain +20.0 +- 10.0 pts; length gain +4.0 +- 4.4 tokens "
+        "[not > 0 in 1 of 3 seeds] (3 seeds)"
+    )
+    assert not Effect("zero", [0.0]).holds
+    with pytest.raises(ValueError, match="at least one effect"):
+        verdict([], 3)
+
+
+def test_r1_zero_verdict_from_a_hand_made_table_both_ways():
+    effects = get("r1_zero").effects
+    table = {
+        "base": {"accuracy": [18.0, 18.0, 18.0], "mean_length": [44.0, 44.0, 44.0]},
+        "grpo": {"accuracy": [35.0, 30.0, 40.0], "mean_length": [120.0, 90.0, 100.0]},
+    }
+    assert verdict(effects(table), 3) == (
+        "reproduced: held-out accuracy gain (grpo - base) +17.0 +- 5.0 pts; held-out response "
+        "length gain +59.3 +- 15.3 tokens (3 seeds)"
+    )
+    table["grpo"]["mean_length"] = [40.0, 90.0, 100.0]  # one seed's responses got shorter
+    assert verdict(effects(table), 3).startswith("not reproduced: ")
+
+
+def test_test_time_scaling_effects_compare_the_largest_n_with_n_1():
+    exp = get("test_time_scaling")
+    table = {
+        arm: {key: [10.0 + 5 * int(key.split("@")[1] > "1"), 12.0] for key in exp.metrics}
+        for arm in ("base", "grpo")
+    }
+    effects = exp.effects(table)
+    assert len(effects) == 8  # 2 models x 4 methods
+    assert effects[0].label == "base majority: accuracy at N=16 - N=1"
+    assert effects[0].values == [5.0, 0.0] and not effects[0].holds
+
+
+def test_list_names_every_experiment_with_paper_and_claim(capsys):
+    assert main(["experiment", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "r1_zero",
+        "cosine_reward",
+        "test_time_scaling",
+        "reflection_emergence",
+        "policy_losses",
+        "long_vs_short_cot",
+        "priming",
+        "distill_vs_rl",
+        "warmup_data",
+        "constructed_vs_emergent",
+    ):
+        assert name in names()
+        assert f"{name}" in out
+    assert "needs reasonlab sft (issue 10)" in out
+    assert "paper: " in out and "claim: " in out
+
+
+def test_cli_errors_are_clear(capsys, tmp_path):
+    assert main(["experiment", "r1_zeroo", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'r1_zeroo' (did you mean 'r1_zero'?)" in err
+    assert main(["experiment", "priming", "--out", str(tmp_path)]) == 2
+    assert "needs reasonlab sft (issue 10), which is not built yet" in capsys.readouterr().err
+    assert main(["experiment", "--out", str(tmp_path)]) == 2
+    assert "give one experiment NAME or --all" in capsys.readouterr().err
+    assert main(["experiment", "r1_zero", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+
+
+def test_policy_loss_arms_take_each_recipe_s_own_parameters():
+    arms = {arm.name: arm.overrides for arm in get("policy_losses").arms}
+    assert sorted(arms) == [
+        "cispo",
+        "clip_cov",
+        "gmpo",
+        "gspo",
+        "gspo_token",
+        "kl_cov",
+        "ppo",
+        "sapo",
+    ]
+    assert "algorithm.clip_low=0.0003" in arms["gspo"]
+    assert "algorithm.delta=3.0" in arms["ppo"]
+    assert "algorithm.delta=null" in arms["gspo"]  # not gspo's parameter: back to its default
+    assert "algorithm.clip_high=0.2" in arms["sapo"]  # sapo takes no clip: the default, not 0.28
+
+
+class _Interrupt:
+    """Stops the first run at the end of step 2, after step 1's checkpoint (save_every=1)."""
+
+    def __init__(self):
+        self.fired = False
+
+    def on_step_end(self, trainer, step, metrics):
+        if step == 2 and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+
+    def on_evaluate(self, trainer, step, results):
+        pass
+
+
+def test_quick_run_resumes_reuses_and_writes_results(tmp_path):
+    out = tmp_path / "exp"
+    logs: list[str] = []
+    # 1. the first run is interrupted after its step-1 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(
+            "cosine_reward", out, seeds=2, quick=True, log=logs.append, callbacks=[_Interrupt()]
+        )
+    # 2. the same command resumes it from the checkpoint and runs the other three
+    logs.clear()
+    results = run_experiment("cosine_reward", out, seeds=2, quick=True, log=logs.append)
+    assert sum("resuming" in line for line in logs) == 1
+    assert sum(": training " in line for line in logs) == 3
+    arms = results["arms"]
+    assert list(arms) == ["plain", "cosine"]
+    resumed = None
+    for arm in arms.values():
+        assert arm["metric"] == "truncation" and len(arm["values"]) == 2
+        assert set(arm["metrics"]) == set(results["metrics"])
+        assert arm["command"].startswith("reasonlab train reasonlab/demo_countdown.yaml")
+        for key, stats in arm["metrics"].items():
+            assert stats["mean"] == pytest.approx(mean_std(stats["values"])[0]), key
+        for run in arm["runs"]:
+            data = json.loads((Path(run) / "experiment.json").read_text())
+            if data["resumed"]:
+                resumed = run
+            steps = [json.loads(line)["step"] for line in open(f"{run}/metrics.jsonl")]
+            assert steps == [1, 2]  # the interrupted step 2 was cut and run again once
+    assert resumed is not None
+    # the verdict is the one computed from the per-seed effects written beside it
+    effects = [Effect(e["label"], e["values"], e["unit"]) for e in results["effects"]]
+    assert results["verdict"] == verdict(effects, 2)
+    assert results["verdict"].startswith(("reproduced: ", "not reproduced: "))
+    assert results["effects"][0]["values"] == [
+        p - c
+        for p, c in zip(
+            arms["plain"]["metrics"]["truncation"]["values"],
+            arms["cosine"]["metrics"]["truncation"]["values"],
+        )
+    ]
+    on_disk = json.loads((out / "cosine_reward" / "results.json").read_text())
+    assert on_disk["verdict"] == results["verdict"] and on_disk["seeds"] == [0, 1]
+    assert (out / "cosine_reward" / "cosine_reward.png").stat().st_size > 1000
+    page = (out / "report.html").read_text()
+    assert 'id="cosine_reward"' in page and html.escape(results["verdict"]) in page
+    assert "needs reasonlab sft (issue 10)" in page
+    # 3. again: every run is reused, nothing trains, the same numbers come back
+    logs.clear()
+    again = run_experiment("cosine_reward", out, seeds=2, quick=True, log=logs.append)
+    assert sum("finished run reused" in line for line in logs) == 4
+    assert not any(": training " in line or "resuming" in line for line in logs)
+    assert {a: v["metrics"] for a, v in again["arms"].items()} == {
+        a: v["metrics"] for a, v in arms.items()
+    }
+
+
+def test_an_arm_may_not_change_the_held_out_problems(tmp_path):
+    ctx = Context.__new__(Context)  # arm_overrides reads no model
+    ctx.quick_overrides = []
+    ctx.base_dir = tmp_path
+    with pytest.raises(ExperimentError, match="overrides task.*held-out"):
+        ctx.arm_overrides(Arm("bad", ["task.eval_seed=5"]), 0)
