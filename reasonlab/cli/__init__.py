@@ -18,6 +18,7 @@ COMMANDS = [
     "train",
     "demo",
     "eval_cmd",
+    "sample_cmd",
     "search_cmd",
     "analyze_cmd",
     "report_cmd",
