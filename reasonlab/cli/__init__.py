@@ -19,6 +19,7 @@ COMMANDS = [
     "demo",
     "eval_cmd",
     "sample_cmd",
+    "cot_cmd",
     "search_cmd",
     "analyze_cmd",
     "report_cmd",
