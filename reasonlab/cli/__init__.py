@@ -20,6 +20,7 @@ COMMANDS = [
     "eval_cmd",
     "sample_cmd",
     "cot_cmd",
+    "pipeline_cmd",
     "search_cmd",
     "analyze_cmd",
     "report_cmd",
