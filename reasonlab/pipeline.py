@@ -1,6 +1,6 @@
 """Pipelines: stages (pretrain | sft | sample | rl | eval) run in order, each feeding the next.
 
-    reasonlab pipeline configs/pipelines/tiny_rs_rl.yaml [key=value ...]
+    reasonlab pipeline configs/pipelines/rl_rs_tiny.yaml [key=value ...]
 
 A recipe (`PipelineConfig`) lists stages by name. Each stage writes into `out_dir/<name>/` and
 names what it produced in `out_dir/<name>/done.json`:

@@ -145,3 +145,14 @@ def test_a_missing_model_path_names_the_stage(tmp_path):
     )
     with pytest.raises(pipeline.PipelineError, match="stage 'e' model: 'no/such/model' is neither"):
         pipeline.Pipeline(config, base=tmp_path, log=lambda _: None).run()
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs" / "pipelines").glob("*.yaml")))
+def test_shipped_pipeline_recipes_load(recipe):
+    config = pipeline.load(recipe)
+    names = [s.name for s in config.stages]
+    assert len(names) == len(set(names))
+    for stage in config.stages:  # every stage recipe they name exists
+        if stage.kind in ("rl", "sft"):
+            p = pipeline.Pipeline(config, base=recipe.parent, log=lambda _: None)
+            assert p.path(stage.settings().recipe, what=stage.name).is_file()
