@@ -327,13 +327,28 @@ def run_pretrain(
     return {"model": str(out / "model")}, summary
 
 
+def _engine(model_dir: str, cfg: SampleStage | EvalStage) -> tuple[Any, Any, Any]:
+    """The Hugging Face rollout engine on `model_dir`, its tokenizer, and `cfg`'s sampling."""
+    from reasonlab import models
+    from reasonlab.rollout import get_engine
+    from reasonlab.rollout.base import SamplingParams
+
+    model, tokenizer = models.load(model_dir)
+    params = SamplingParams(
+        n=cfg.n,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+    )
+    return get_engine("hf", model=model, tokenizer=tokenizer), tokenizer, params
+
+
 def run_sample(
     pipe: Pipeline, stage: StageConfig, inputs: dict[str, str], out: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    from reasonlab import models, tasks
+    from reasonlab import tasks
     from reasonlab.eval.store import SettingsMismatch
-    from reasonlab.rollout import get_engine
-    from reasonlab.rollout.base import SamplingParams
     from reasonlab.sft.sample import KeepRule, Sampler, problems_for
 
     cfg: SampleStage = stage.settings()
@@ -358,15 +373,7 @@ def run_sample(
     sampler = Sampler(
         task, data, keep, settings, source=cfg.source, reward=cfg.reward, template=cfg.template
     )
-    model, tokenizer = models.load(inputs["model"])
-    engine = get_engine("hf", model=model, tokenizer=tokenizer)
-    params = SamplingParams(
-        n=cfg.n,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens,
-        seed=cfg.seed,
-    )
+    engine, tokenizer, params = _engine(inputs["model"], cfg)
     try:
         summary = sampler.run(
             engine, examples, params, tokenizer=tokenizer, batch_size=cfg.batch_size
@@ -415,23 +422,12 @@ def run_rl(
 def run_eval(
     pipe: Pipeline, stage: StageConfig, inputs: dict[str, str], out: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    from reasonlab import models
     from reasonlab.eval import benchmarks, report
     from reasonlab.eval.runner import evaluate
     from reasonlab.eval.store import GenerationStore, SettingsMismatch
-    from reasonlab.rollout import get_engine
-    from reasonlab.rollout.base import SamplingParams
 
     cfg: EvalStage = stage.settings()
-    model, tokenizer = models.load(inputs["model"])
-    engine = get_engine("hf", model=model, tokenizer=tokenizer)
-    params = SamplingParams(
-        n=cfg.n,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens,
-        seed=cfg.seed,
-    )
+    engine, tokenizer, params = _engine(inputs["model"], cfg)
     results = []
     for bench in benchmarks.parse_list(",".join(cfg.benchmarks)):
         task = bench.task_instance()

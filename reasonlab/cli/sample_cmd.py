@@ -115,17 +115,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    problems = []
-    if args.n < 1:
-        problems.append(f"--n {args.n} (must be >= 1)")
-    if args.temperature < 0:
-        problems.append(f"--temperature {args.temperature} (must be >= 0)")
-    if not 0 < args.top_p <= 1:
-        problems.append(f"--top-p {args.top_p} (must be in (0, 1])")
-    if args.max_new_tokens < 1:
-        problems.append(f"--max-new-tokens {args.max_new_tokens} (must be >= 1)")
-    if args.batch_size < 1:
-        problems.append(f"--batch-size {args.batch_size} (must be >= 1)")
+    from reasonlab.cli.eval_cmd import sampling_arg_problems
+
+    problems = sampling_arg_problems(args)
     if args.problems is not None and args.problems < 1:
         problems.append(f"--problems {args.problems} (must be >= 1)")
     if args.benchmark and (args.param or args.data or args.held_out_fraction is not None):

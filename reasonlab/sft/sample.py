@@ -7,9 +7,9 @@ chooses which become SFT rows:
 | rule | keeps | as in |
 |---|---|---|
 | `correct` | every verified-correct sample | rejection sampling: DeepSeek-R1 stage 3 (DeepSeek-AI 2025, sec. 2.3.3), RFT (Yuan et al. 2023), STaR (Zelikman et al. 2022) |
-| `shortest-correct` | the correct samples, shortest first | the length-aware selection of Sky-T1 / "Demystifying Long CoT" style data curation |
+| `shortest-correct` | the correct samples, shortest first | a length-aware pick (short-CoT data from a long-CoT model) |
 | `first-correct` | the first correct sample in sampling order | STaR's one rationale per problem |
-| `all` | every sample, with its verdict | distillation without filtering; data for analysis |
+| `all` | every sample, with its verdict | unfiltered distillation; data for analysis |
 
 Applied per problem, in this order: length bounds (`min_tokens` <= completion tokens <=
 `max_tokens`), then dedup of identical completion texts (the first copy stays), then the rule, then
