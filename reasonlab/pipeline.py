@@ -17,7 +17,8 @@ A stage's `model` and `data` name an earlier stage (its output is used) or a pat
 `done.json` exists is not run again (its settings must be unchanged: a changed stage is an error
 that says how to re-run it, `--from NAME`); an interrupted pipeline starts again at the first
 stage without one, and that stage resumes what it can: sampling and evaluation from their stored
-generations, RL from its newest checkpoint, pretraining from scratch.
+generations, RL from its newest checkpoint (when its recipe saves them: `run.save_every`),
+pretraining from scratch.
 
 The `sft` stage calls the SFT trainer through `run_sft` alone (issue 10 part A).
 """

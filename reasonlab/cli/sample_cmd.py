@@ -171,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
             held_out_fraction=fraction,
             data=args.data,
         )
-    except (UnknownNameError, ValueError, NotImplementedError, FileNotFoundError) as err:
+    except NotImplementedError as err:  # a file-backed task without --data
+        raise CLIError(f"{err} (with --data)") from None
+    except (UnknownNameError, ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
 
     settings: dict[str, Any] = {
