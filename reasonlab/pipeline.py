@@ -169,6 +169,11 @@ class StageConfig:
             raise ValueError(f"stage {self.name!r} ({self.kind}) needs a model")
         if self.kind == "sft" and not self.data:
             raise ValueError(f"stage {self.name!r} (sft) needs data")
+        if self.kind == "sft":  # refused before any stage runs; drop this when run_sft is wired
+            raise ValueError(
+                f"stage {self.name!r}: the sft stage is not wired to the SFT trainer yet "
+                "(reasonlab.pipeline.run_sft)"
+            )
         if self.kind in ("rl", "sft") and not self.settings().recipe:
             raise ValueError(f"stage {self.name!r} ({self.kind}) needs {self.kind}.recipe")
 

@@ -135,6 +135,9 @@ def test_bad_recipes_are_refused_with_where_and_what(tmp_path):
     assert "has a 'eval' section" in check(
         "stages:\n  - {name: s, kind: sample, model: m, eval: {n: 2}}\n"
     )
+    assert "not wired to the SFT trainer yet" in check(
+        "stages:\n  - {name: t, kind: sft, model: m, data: d, sft: {recipe: r.yaml}}\n"
+    )
     assert "bad.yaml:2" in check("stages:\n  - {name: s, kind: sample, model: m, sample: {n: x}}\n")
 
 
