@@ -221,7 +221,9 @@ class Sampler:
         self.summary_path = self.out.with_name(f"{self.out.stem}.summary.json")
         self.reward_fn = rewards.get(self.reward)
 
-    def rows(self, record: dict[str, Any], verdicts: Sequence[Verdict]) -> tuple[list[dict], int]:
+    def kept_rows(
+        self, record: dict[str, Any], verdicts: Sequence[Verdict]
+    ) -> tuple[list[dict], int]:
         """The kept rows of one stored generation record, and its number of correct samples."""
         completions = record["completions"]
         example = Example.from_dict(record["example"])
@@ -281,7 +283,7 @@ class Sampler:
         rows: list[dict] = []
         counts: list[tuple[int, int]] = []  # (samples, correct) per problem
         for record, verdicts in zip(records, self._verify(records)):
-            kept, n_correct = self.rows(record, verdicts)
+            kept, n_correct = self.kept_rows(record, verdicts)
             rows += kept
             counts.append((len(verdicts), n_correct))
         return rows, counts
