@@ -493,3 +493,12 @@ def test_eval_folders_are_read_through_their_generation_files(tmp_path):
     assert "<td>countdown</td><td>0.500</td>" in text
     assert "numbers [5, 3, 2], target 13" in text
     assert _Structure(text).errors == []
+
+
+def test_countdown_backward_chaining_phrase_at_a_sentence_start():
+    from reasonlab.analysis.behaviours import detect
+
+    meta = {"target": 25, "numbers": [1, 2, 3]}
+    for text in ("Working backwards from 25.", "I am working backwards from 25."):
+        assert detect(text, "countdown", meta)["backward_chaining"] == 1, text
+    assert detect("Let me check: 1 + 2 = 3.", "countdown", meta)["backward_chaining"] == 0

@@ -78,7 +78,7 @@ _PATTERNS: dict[str, dict[str, tuple[str, ...]]] = {
         # "{target}" is filled in per example, and the rule is off without one or when the target
         # is one of the numbers (then a subgoal may start from it)
         "backward_chaining": (
-            r"\bwork(?:ing)? backwards?\b",
+            r"(?i:\bwork(?:ing)? backwards?\b)",  # also a sentence's first word
             r"(?<![\d.])\b{target} [-+*/] \d+ = -?\d+\b(?! vs)(?!\. Wait,)",
         ),
     },

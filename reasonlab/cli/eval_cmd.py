@@ -110,7 +110,9 @@ def sampling_settings(args: argparse.Namespace, bench: Any, template: str) -> di
     }
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def sampling_arg_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the sampling options --n, --temperature, --top-p, --max-new-tokens and
+    --batch-size (shared by the commands that sample: eval, sample)."""
     problems = []
     if args.n < 1:
         problems.append(f"--n {args.n} (must be >= 1)")
@@ -122,6 +124,11 @@ def _check_args(args: argparse.Namespace) -> None:
         problems.append(f"--max-new-tokens {args.max_new_tokens} (must be >= 1)")
     if args.batch_size < 1:
         problems.append(f"--batch-size {args.batch_size} (must be >= 1)")
+    return problems
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    problems = sampling_arg_problems(args)
     if args.limit is not None and args.limit < 1:
         problems.append(f"--limit {args.limit} (must be >= 1)")
     if not args.rescore and not args.model:

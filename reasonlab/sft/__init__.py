@@ -1,4 +1,5 @@
-"""The supervised room: SFT on prompt/completion, chat or text rows, and distillation.
+"""The supervised room: SFT on prompt/completion, chat or text rows, distillation, and SFT sets
+built by rejection sampling (`sample.py`).
 
     from reasonlab.sft import SFTConfig, SFTTrainer
     summary = SFTTrainer(config).train()

@@ -154,7 +154,8 @@ def _finish(value: int, op: str, number: int, partial_left: bool) -> tuple[int, 
     return (value, op, number) if partial_left else (number, op, value)
 
 
-def _solves(p: Partial, target: int) -> bool:
+def solves(p: Partial, target: int) -> bool:
+    """Whether the partial `p` (with one number left) can be finished to reach `target`."""
     v = p.value
     return (
         len(p.rest) == 1
@@ -220,7 +221,7 @@ def _attempt(
         raise ValueError(
             f"{example.id}: no first step over {numbers} stays whole in [0, {style.max_value}]"
         )
-    solutions = [p for p in pool if _solves(p, target)]
+    solutions = [p for p in pool if solves(p, target)]
     untried = list(pool)
     rng.shuffle(untried)
     parts: list[str] = []
@@ -231,7 +232,7 @@ def _attempt(
             partial = rng.choice(solutions)
         else:
             partial = untried.pop() if untried else rng.choice(pool)
-        text, answer, reached = _try(partial, target, rng, style, tags)
+        text, answer, reached = countdown_try(partial, target, rng, style, tags)
         tags["subgoal_setting"] = tags.get("subgoal_setting", 0) + 1
         parts.append(text)
         if reached or attempt == style.max_tries - 1 or rng.random() < give_up_rate:
@@ -262,15 +263,17 @@ def _step(
     return text, slip
 
 
-def _try(
+def countdown_try(
     partial: Partial,
     target: int,
     rng: random.Random,
     style: AttemptStyle,
     tags: dict[str, int] | None = None,
 ) -> tuple[str, str, bool]:
-    """The text of one try, its last finish as an expression over the given numbers, and whether
-    the solver (rightly or not) believes that finish reached `target`."""
+    """One try from the subgoal `partial`, as the simulated solver writes it: its text, its last
+    finish as an expression over the given numbers, and whether the solver (rightly or not)
+    believes that finish reached `target`. Counts the verifications it writes into `tags`.
+    (Also the building block of the constructed chains of thought, `reasonlab.tasks.cot`.)"""
     first, value = _step(partial.left, partial.op, partial.right, rng, style, tags)
     (number,) = partial.rest
     head = f"({partial.left} {partial.op} {partial.right})"
@@ -332,4 +335,6 @@ __all__ = [
     "countdown_attempt",
     "countdown_attempt_tagged",
     "countdown_attempts",
+    "countdown_try",
+    "solves",
 ]

@@ -1,0 +1,161 @@
+"""`reasonlab pipeline`: stages feed each other, finished stages are not re-run, an interrupted
+pipeline resumes at its stage, and bad recipes are refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reasonlab import pipeline
+from reasonlab.cli import main
+from reasonlab.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RECIPE = """\
+out_dir: {out}
+num_threads: 1
+stages:
+  - name: base
+    kind: pretrain
+    pretrain: {{size: tiny, problems: 16, attempts: 2, steps: 6, batch_size: 4, vocab_size: 512}}
+  - name: rs
+    kind: sample
+    model: base
+    sample:
+      params: {{num_numbers: 3, min_number: 1, max_number: 9, min_target: 10, max_target: 30}}
+      problems: 3
+      n: 2
+      keep: all
+      max_new_tokens: 24
+  - name: grpo
+    kind: rl
+    model: base
+    rl:
+      recipe: {rl_recipe}
+      overrides: [run.steps=2, batching.prompts_per_step=2, rollout.n=2,
+                  rollout.max_new_tokens=24, task.eval_size=2, run.eval_every=0,
+                  run.eval_before_train=false, run.num_threads=1]
+  - name: eval
+    kind: eval
+    model: grpo
+    eval: {{benchmarks: [countdown_demo], n: 2, limit: 3, max_new_tokens: 24}}
+"""
+
+
+def _write(tmp_path, **fmt):
+    path = tmp_path / "pipe.yaml"
+    values = dict(out=tmp_path / "out", rl_recipe=ROOT / "reasonlab" / "demo_countdown.yaml")
+    path.write_text(RECIPE.format(**{**values, **fmt}))
+    return path
+
+
+def _done(tmp_path, stage):
+    return json.loads((tmp_path / "out" / stage / "done.json").read_text())
+
+
+@pytest.mark.slow
+def test_pipeline_runs_stages_in_order_and_resumes(tmp_path, monkeypatch, capsys):
+    recipe = _write(tmp_path)
+    calls: list[str] = []
+    real = dict(pipeline.RUNNERS)
+
+    def counting(kind, fail=False):
+        def runner(pipe, stage, inputs, out):
+            calls.append(stage.name)
+            if fail:
+                raise KeyboardInterrupt("simulated kill")
+            return real[kind](pipe, stage, inputs, out)
+
+        return runner
+
+    # killed during the RL stage
+    monkeypatch.setitem(pipeline.RUNNERS, "pretrain", counting("pretrain"))
+    monkeypatch.setitem(pipeline.RUNNERS, "sample", counting("sample"))
+    monkeypatch.setitem(pipeline.RUNNERS, "rl", counting("rl", fail=True))
+    monkeypatch.setitem(pipeline.RUNNERS, "eval", counting("eval"))
+    assert main(["pipeline", str(recipe)]) == 130
+    assert calls == ["base", "rs", "grpo"]
+    assert not (tmp_path / "out" / "grpo" / "done.json").exists()
+
+    # resumed: the finished stages are not run again
+    monkeypatch.setitem(pipeline.RUNNERS, "rl", counting("rl"))
+    assert main(["pipeline", str(recipe)]) == 0
+    assert calls == ["base", "rs", "grpo", "grpo", "eval"]
+    out = tmp_path / "out"
+    # each stage's output fed the next
+    assert _done(tmp_path, "rs")["inputs"]["model"] == str(out / "base" / "model")
+    assert _done(tmp_path, "grpo")["inputs"]["model"] == str(out / "base" / "model")
+    assert _done(tmp_path, "eval")["inputs"]["model"] == str(out / "grpo" / "model")
+    assert (out / "grpo" / "model" / "config.json").is_file()
+    assert (out / "grpo" / "run" / "metrics.jsonl").read_text().count("\n") >= 2
+    rows = [json.loads(line) for line in (out / "rs" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) >= 3 and all(r["purpose"] == "train" for r in rows)
+    assert _done(tmp_path, "rs")["summary"]["samples"] == 6
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert results["benchmarks"]["countdown_demo"]["metrics"]["num_examples"] == 3
+    assert "avg@2" in _done(tmp_path, "eval")["summary"]["countdown_demo"]
+
+    # all done: nothing runs
+    assert main(["pipeline", str(recipe)]) == 0
+    assert len(calls) == 5
+    # a changed stage is refused, naming the way to re-run it
+    capsys.readouterr()
+    changed = _write(tmp_path).read_text().replace("n: 2, limit: 3", "n: 1, limit: 3")
+    recipe.write_text(changed)
+    assert main(["pipeline", str(recipe)]) == 2
+    assert "re-run it and the stages after it with --from eval" in capsys.readouterr().err
+    assert main(["pipeline", str(recipe), "--from", "eval"]) == 0
+    assert calls[-1] == "eval" and len(calls) == 6
+
+
+def test_bad_recipes_are_refused_with_where_and_what(tmp_path):
+    def check(text):
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(pipeline.PipelineConfig, path)
+        return str(err.value)
+
+    assert "two stages are named 'a'" in check(
+        "stages:\n  - {name: a, kind: pretrain}\n  - {name: a, kind: pretrain}\n"
+    )
+    assert "bad.yaml:2: field 'stages[0].kind': expected one of 'pretrain', 'sft'" in check(
+        "stages:\n  - {name: a, kind: distil}\n"
+    )
+    msg = check(
+        "stages:\n  - {name: a, kind: pretrain}\n"
+        "  - {name: s, kind: sample, model: a}\n"
+        "  - {name: e, kind: eval, model: s}\n"
+    )
+    assert "model 's' is a sample stage" in msg and "pretrain, sft, rl" in msg
+    assert "needs a model" in check("stages:\n  - {name: s, kind: sample}\n")
+    assert "has a 'eval' section" in check(
+        "stages:\n  - {name: s, kind: sample, model: m, eval: {n: 2}}\n"
+    )
+    assert "not wired to the SFT trainer yet" in check(
+        "stages:\n  - {name: t, kind: sft, model: m, data: d, sft: {recipe: r.yaml}}\n"
+    )
+    assert "bad.yaml:2" in check("stages:\n  - {name: s, kind: sample, model: m, sample: {n: x}}\n")
+
+
+def test_a_missing_model_path_names_the_stage(tmp_path):
+    config = pipeline.PipelineConfig(
+        out_dir=str(tmp_path / "o"),
+        stages=[pipeline.StageConfig(name="e", kind="eval", model="no/such/model")],
+    )
+    with pytest.raises(pipeline.PipelineError, match="stage 'e' model: 'no/such/model' is neither"):
+        pipeline.Pipeline(config, base=tmp_path, log=lambda _: None).run()
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs" / "pipelines").glob("*.yaml")))
+def test_shipped_pipeline_recipes_load(recipe):
+    config = pipeline.load(recipe)
+    names = [s.name for s in config.stages]
+    assert len(names) == len(set(names))
+    for stage in config.stages:  # every stage recipe they name exists
+        if stage.kind in ("rl", "sft"):
+            p = pipeline.Pipeline(config, base=recipe.parent, log=lambda _: None)
+            assert p.path(stage.settings().recipe, what=stage.name).is_file()
