@@ -90,7 +90,7 @@ def test_list_names_every_experiment_with_paper_and_claim(capsys):
     ):
         assert name in names()
         assert f"{name}" in out
-    assert "needs reasonlab sft (issue 10)" in out
+    assert "[needs arms with an SFT stage" in out
     assert "paper: " in out and "claim: " in out
 
 
@@ -99,7 +99,7 @@ def test_cli_errors_are_clear(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "unknown experiment 'r1_zeroo' (did you mean 'r1_zero'?)" in err
     assert main(["experiment", "priming", "--out", str(tmp_path)]) == 2
-    assert "needs reasonlab sft (issue 10), which is not built yet" in capsys.readouterr().err
+    assert "it cannot run yet" in capsys.readouterr().err
     assert main(["experiment", "--out", str(tmp_path)]) == 2
     assert "give one experiment NAME or --all" in capsys.readouterr().err
     assert main(["experiment", "r1_zero", "--seeds", "0", "--out", str(tmp_path)]) == 2

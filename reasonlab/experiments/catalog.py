@@ -402,7 +402,7 @@ register(
 
 # ----------------------------------------------------------------------------- SFT-based
 
-SFT = "reasonlab sft (issue 10)"
+SFT = "arms with an SFT stage (issue 12: reasonlab sft exists, these arms are not written)"
 for name, paper, claim in (
     (
         "long_vs_short_cot",

@@ -429,7 +429,7 @@ def run_experiment(
     content, also written to OUT/NAME/results.json with OUT/NAME/NAME.png and OUT/report.html."""
     exp = get(name)
     if exp.needs:
-        raise ExperimentError(f"experiment {name!r} needs {exp.needs}, which is not built yet")
+        raise ExperimentError(f"experiment {name!r} needs {exp.needs}; it cannot run yet")
     count = exp.default_seeds if seeds is None else seeds
     if count < 1:
         raise ExperimentError(f"--seeds must be >= 1, got {count}")
