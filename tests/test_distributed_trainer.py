@@ -87,13 +87,14 @@ def odd_only(completions, example_id, **columns):
     ]
 
 
-def config(out_dir: Path) -> TrainConfig:
-    return load_config(TrainConfig, None, [*OVERRIDES, f"run.out_dir={out_dir}"])
+def config(out_dir: Path, parallel: str) -> TrainConfig:
+    extra = [f"run.out_dir={out_dir}", f"model.parallel={parallel}"]
+    return load_config(TrainConfig, None, [*OVERRIDES, *extra])
 
 
-def trainer(out_dir: Path, dist: Dist, **kwargs) -> Trainer:
+def trainer(out_dir: Path, dist: Dist, parallel: str = "none", **kwargs) -> Trainer:
     reward = RewardTerm("odd_only", 1.0, odd_only)
-    return Trainer(config(out_dir), reward_fns=[reward], dist=dist, **kwargs)
+    return Trainer(config(out_dir, parallel), reward_fns=[reward], dist=dist, **kwargs)
 
 
 class _Stop(Exception):
@@ -134,10 +135,11 @@ def _round_sizes(rows: list[dict], group_size: int, target: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tmp_path, parallel):
     full, cut, single = tmp_path / "full", tmp_path / "cut", tmp_path / "single"
     procs = launch_ranks(
-        lambda rank: [__file__, f"full={full}", f"cut={cut}", f"resume={cut}"], WORLD
+        lambda rank: [__file__, parallel, f"full={full}", f"cut={cut}", f"resume={cut}"], WORLD
     )
     trainer(single, Dist.single()).train()  # meanwhile, here
     wait_ranks(procs)
@@ -187,15 +189,16 @@ def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tm
 
 if __name__ == "__main__":  # one rank of the test above
     dist = Dist.from_env()
+    parallel = sys.argv[1]
     try:
-        for job in sys.argv[1:]:
+        for job in sys.argv[2:]:
             kind, out_dir = job.split("=", 1)
             run = Path(out_dir)
             if kind == "full":
-                trainer(run, dist).train()
+                trainer(run, dist, parallel).train()
             elif kind == "cut":
                 try:
-                    trainer(run, dist, callbacks=[_StopAfter(STOP_AT)]).train()
+                    trainer(run, dist, parallel, callbacks=[_StopAfter(STOP_AT)]).train()
                 except _Stop:
                     pass
                 if dist.is_main:
@@ -206,6 +209,6 @@ if __name__ == "__main__":  # one rank of the test above
                     (run / "stopped.json").write_text(json.dumps(state))
                 dist.barrier()
             else:  # a new Trainer, from what the stopped run left on disk
-                trainer(run, dist, resume=True).train()
+                trainer(run, dist, parallel, resume=True).train()
     finally:
         dist.close()

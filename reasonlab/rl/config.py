@@ -69,6 +69,15 @@ class ModelConfig:
     about one more forward pass. Prompt sharing (batching.share_prompts) still applies."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """The tiny model's shape (only read when `path` is `tiny`)."""
+    parallel: str = "none"
+    """Data parallelism under torchrun (`reasonlab.parallel`): none (one process), ddp
+    (DistributedDataParallel: whole model and AdamW state on every rank) or fsdp (FSDP2
+    `fully_shard` per decoder layer and the root: parameters, gradients and AdamW state sharded;
+    the reference model sharded too; with dtype bfloat16 on CUDA, bf16 compute and fp32 master
+    weights and reduction). Either is the 1-process computation on the combined batch."""
+    cpu_offload: bool = False
+    """fsdp: keep the parameter shards and AdamW state in CPU memory (FSDP2 CPUOffloadPolicy;
+    needs CUDA for the compute)."""
 
 
 @dataclass
@@ -452,6 +461,17 @@ def validate(
     c = config
     # model
     one_of("model.dtype", c.model.dtype, ("float32", "bfloat16", "float16", "auto"))
+    from reasonlab.parallel import PARALLEL
+
+    one_of("model.parallel", c.model.parallel, PARALLEL)
+    if world_size > 1 and c.model.parallel == "none":
+        fail(
+            "model.parallel",
+            f"is none but {world_size} processes were launched (torchrun): set it to ddp (each "
+            "rank holds the model) or fsdp (sharded)",
+        )
+    if c.model.cpu_offload and c.model.parallel != "fsdp":
+        fail("model.cpu_offload", f"needs model.parallel=fsdp, got {c.model.parallel!r}")
     if c.model.path != "tiny":
         folder = Path(c.model.path).expanduser()
         if not folder.is_dir():

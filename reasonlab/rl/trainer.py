@@ -70,6 +70,7 @@ import torch
 from reasonlab.analysis.dynamics import step_metrics
 from reasonlab.io import read_jsonl, write_jsonl
 from reasonlab.models import enable_gradient_checkpointing
+from reasonlab.parallel import full_state_dict, wrap_model
 from reasonlab.records import Example, Scored
 from reasonlab.rl.checkpoint import (
     latest_checkpoint,
@@ -328,14 +329,30 @@ class Trainer:
         self.ref_model = None
         if cfg.algorithm.kl_coef > 0:
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+        half = None  # the compute dtype when not float32 (CUDA only)
+        if self.device.type == "cuda" and cfg.model.dtype in ("bfloat16", "float16", "auto"):
+            half = torch.float16 if cfg.model.dtype == "float16" else torch.bfloat16
+        sharded = cfg.model.parallel == "fsdp" and self.dist.enabled
+        # Generation from FSDP2 shards would all-gather every layer at every decoded token, in
+        # lockstep over ranks that sample different lengths; instead each rank samples from a
+        # full copy of its own (in the compute dtype), refreshed from the gathered weights after
+        # each update, in memory (no save/load round trip).
+        self.generation_model = self.model
+        if sharded:
+            self.generation_model = copy.deepcopy(self.model).requires_grad_(False)
+            if half is not None:
+                self.generation_model.to(half)
+        wrap = dict(parallel=cfg.model.parallel, param_dtype=half if sharded else None)
+        self.wrapped = wrap_model(self.model, cpu_offload=cfg.model.cpu_offload, **wrap)
+        if self.ref_model is not None:
+            wrap_model(self.ref_model, trainable=False, cpu_offload=cfg.model.cpu_offload, **wrap)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.value_head is not None:
             params += list(self.value_head.parameters())
         self.optimizer = build_optimizer(params, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
-        autocast = None
-        if self.device.type == "cuda" and cfg.model.dtype in ("bfloat16", "float16", "auto"):
-            autocast = torch.float16 if cfg.model.dtype == "float16" else torch.bfloat16
+        # with FSDP2's mixed precision the shards are cast for compute: no autocast on top
+        autocast = None if sharded else half
         self.autocast_dtype = autocast
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
@@ -348,12 +365,13 @@ class Trainer:
             ref_model=self.ref_model,
             dist=self.dist,
             autocast_dtype=autocast,
+            wrapped=self.wrapped,
         )
         from reasonlab.rollout import get_engine
 
         self.engine = get_engine(
             cfg.rollout.engine,
-            model=self.model,
+            model=self.generation_model,
             tokenizer=self.tokenizer,
             batch_size=cfg.rollout.batch_size,
         )
@@ -427,6 +445,7 @@ class Trainer:
             state.get("entropy_coef", self.config.algorithm.entropy_coef)
         )
         self.learner.last_entropy = state.get("last_entropy")
+        self._sync_engine()
         if self.dist.is_main:
             for name in RUN_FILES:
                 _truncate_jsonl(self.run_dir / name, self.step)
@@ -435,9 +454,17 @@ class Trainer:
             ]
         self.dist.barrier()
 
+    def _sync_engine(self) -> None:
+        """Hand the policy's current weights to the generation engine (under FSDP: gathered from
+        the shards on every rank, a collective)."""
+        if self.wrapped.sharded:
+            self.engine.update_weights(full_state_dict(self.model))
+        else:
+            self.engine.update_weights(self.model)
+
     def _save(self) -> None:
-        if not self.dist.is_main:
-            return
+        if not self.dist.is_main and not self.wrapped.sharded:
+            return  # replicated state: rank 0 writes it; sharded: every rank writes its shards
         save_checkpoint(
             self.run_dir,
             self.step,
@@ -456,6 +483,7 @@ class Trainer:
             value_head=self.value_head,
             ref_model=self.ref_model if self.ref_step > 0 else None,
             keep=self.config.run.keep_checkpoints,
+            dist=self.dist,
         )
 
     # -- one step ---------------------------------------------------------------------------
@@ -631,7 +659,7 @@ class Trainer:
             if step % cfg.algorithm.ref_refresh_every == 0:
                 self.ref_model.load_state_dict(self.model.state_dict())
                 self.ref_step = step
-        self.engine.update_weights(self.model)
+        self._sync_engine()
         tokens = sum(len(r.completion_ids) for r in data["rollouts"])  # all ranks
         metrics.update(
             {
