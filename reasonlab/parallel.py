@@ -26,6 +26,12 @@ DDP gets a summing communication hook; FSDP2 a gradient divide factor of 1.
 With one process (no process group) `ddp` and `fsdp` leave the model as it is, so one recipe runs
 on one device and under `torchrun`.
 
+LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") through `peft` (the
+optional extra `reasonlab[lora]`): `add_lora` injects adapters W + (alpha / r) B A into the named
+linear layers of the model, in place, and freezes everything else; the reference policy of a KL
+penalty is then the same model with its adapters disabled (`peft`'s `disable_adapter`, as TRL's
+GRPOTrainer does), so no second full copy is kept.
+
 `grad_sync(False)` skips the reduction during gradient accumulation (DDP's `no_sync`, FSDP2's
 `set_requires_gradient_sync`); the last micro-batch of an optimiser step reduces the sum.
 `clip_grad_norm` clips sharded (DTensor) and plain gradients together. `full_state_dict` gathers
@@ -37,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,6 +51,57 @@ import torch.distributed as dist
 
 PARALLEL = ("none", "ddp", "fsdp")
 """The values of `model.parallel`."""
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft's LoraConfig underneath; `model.lora`)."""
+
+    r: int = 16
+    """Rank of each adapter (peft `r`)."""
+    alpha: float = 32.0
+    """Scale numerator: the update is (alpha / r) B A (peft `lora_alpha`)."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input (peft `lora_dropout`; RL switches every dropout off)."""
+    target_modules: list[str] = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    """Names of the linear layers that get adapters (these: every linear layer of a Qwen2 or
+    Llama decoder block; peft also takes `all-linear`)."""
+
+
+def add_lora(model: torch.nn.Module, lora: LoraConfig) -> Any:
+    """Inject LoRA adapters into `model` in place (its base weights frozen) and return the peft
+    model around it (for `disable_adapter`, `save_pretrained` of the adapters, and
+    `merge_and_unload`). `model` itself stays the Hugging Face model to call and train."""
+    try:
+        import peft
+    except ImportError:
+        raise ImportError(
+            "model.lora needs peft: pip install 'reasonlab[lora]' (or pip install peft)"
+        ) from None
+    targets: Any = lora.target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    config = peft.LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return peft.get_peft_model(model, config)
+    except ValueError as err:  # e.g. a target module the model does not have
+        raise ValueError(f"model.lora.target_modules: {err}") from None
 
 
 @dataclass
@@ -122,8 +179,9 @@ def wrap_model(
             return Wrapped(model, model, "none")
         device = next(model.parameters()).device
         ids = [device.index] if device.type == "cuda" else None
-        # broadcast_buffers=False: a forward call then communicates nothing, so ranks may make
-        # different numbers of them (generation, evaluation on rank 0)
+        # broadcast_buffers=False: no collective in a forward call but the one-off bucket rebuild
+        # of the second training iteration (a caller makes one training call per pass on every
+        # rank); generation and evaluation call the model underneath
         module = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=ids, broadcast_buffers=False
         )
@@ -205,7 +263,9 @@ def is_sharded(model: torch.nn.Module) -> bool:
 
 __all__ = [
     "PARALLEL",
+    "LoraConfig",
     "Wrapped",
+    "add_lora",
     "clip_grad_norm",
     "decoder_layers",
     "full_state_dict",

@@ -3,7 +3,9 @@
 A checkpoint is a folder `RUN_DIR/checkpoints/step_000120/` holding:
 
 - `model/`: the policy as a standard Hugging Face folder (safetensors + tokenizer), loadable by
-  `reasonlab.models.load` and `reasonlab eval` as it is;
+  `reasonlab.models.load` and `reasonlab eval` as it is; with LoRA, peft's adapter folder
+  (adapter_config.json, adapter_model.safetensors) and the tokenizer: the base model is the
+  run's `model.path`;
 - `training.pt`: optimiser and LR-scheduler state, the value head (PPO), the reference model's
   weights when it was refreshed away from the initial model, and the RNG states of python, numpy
   and torch (CPU and CUDA);
@@ -119,13 +121,15 @@ def save_checkpoint(
     ref_model: torch.nn.Module | None = None,
     keep: int = 2,
     dist: Any = None,
+    peft: Any = None,
 ) -> Path:
     """Write the checkpoint of `step` atomically and delete all but the newest `keep`.
 
     `state` is JSON-serialisable trainer state (data position, counters). `ref_model`: pass it only
     when it differs from the initial model (it was refreshed); it is then restored on resume.
     A replicated model is saved by rank 0 alone; an FSDP-sharded one by every rank of `dist` (a
-    `reasonlab.rl.distributed.Dist`), each writing its shards.
+    `reasonlab.rl.distributed.Dist`), each writing its shards. `peft`: the peft model around
+    `model` (LoRA): only its adapters are written.
     """
     from reasonlab import models
     from reasonlab.parallel import full_state_dict, is_sharded
@@ -148,7 +152,7 @@ def save_checkpoint(
         if not main:
             return final
         with _quiet_transformers():
-            models.save(model, tokenizer, tmp / "model", state_dict=full)
+            models.save(model if peft is None else peft, tokenizer, tmp / "model", full)
         torch.save(
             {
                 "optimizer": None if sharded else optimizer.state_dict(),
@@ -239,6 +243,11 @@ def load_checkpoint(
 
     folder = Path(path)
     extra = torch.load(folder / "training.pt", map_location="cpu", weights_only=False)
+    adapters = folder / "model" / "adapter_model.safetensors"
+    if adapters.is_file() or hasattr(model, "peft_config"):
+        _load_adapters(folder, adapters, model)
+        optimizer.load_state_dict(extra["optimizer"])
+        return _load_rest(folder, extra, scheduler, value_head, ref_model, restore_rng)
     from reasonlab.parallel import is_sharded
 
     if is_sharded(model):
@@ -265,6 +274,24 @@ def load_checkpoint(
         )
     optimizer.load_state_dict(extra["optimizer"])
     return _load_rest(folder, extra, scheduler, value_head, ref_model, restore_rng)
+
+
+def _load_adapters(folder: Path, adapters: Path, model: Any) -> None:
+    """LoRA: the adapters saved in the checkpoint into `model` (a peft model), exactly."""
+    if not hasattr(model, "peft_config") or not adapters.is_file():
+        raise RuntimeError(
+            f"checkpoint {folder} and the run disagree on LoRA (adapters saved: "
+            f"{adapters.is_file()}, model.lora set: {hasattr(model, 'peft_config')}); resume with "
+            "the recipe the run was started with"
+        )
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(adapters), device="cpu"))
+    if result.unexpected_keys:
+        raise RuntimeError(
+            f"checkpoint {folder}: unexpected adapter weights {result.unexpected_keys[:5]}"
+        )
 
 
 def _load_rest(

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from reasonlab.config import ConfigError
+from reasonlab.parallel import LoraConfig
 
 
 @dataclass
@@ -78,6 +79,11 @@ class ModelConfig:
     cpu_offload: bool = False
     """fsdp: keep the parameter shards and AdamW state in CPU memory (FSDP2 CPUOffloadPolicy;
     needs CUDA for the compute)."""
+    lora: LoraConfig | None = None
+    """LoRA adapters {r, alpha, dropout, target_modules} (peft; `pip install reasonlab[lora]`):
+    only the adapters train; the KL reference is the model with its adapters disabled (no second
+    copy); checkpoints hold the adapters, and the run ends with the merged model in `merged/`.
+    None: full fine-tuning. With model.parallel none or ddp."""
 
 
 @dataclass
@@ -472,6 +478,21 @@ def validate(
         )
     if c.model.cpu_offload and c.model.parallel != "fsdp":
         fail("model.cpu_offload", f"needs model.parallel=fsdp, got {c.model.parallel!r}")
+    lora = c.model.lora
+    if lora is not None:
+        positive("model.lora.r", lora.r)
+        positive("model.lora.alpha", lora.alpha)
+        if not 0 <= lora.dropout < 1:
+            fail("model.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+        if not lora.target_modules:
+            fail("model.lora.target_modules", "is empty: name the linear layers to adapt")
+        if c.model.parallel == "fsdp":
+            fail("model.lora", "is not supported with model.parallel=fsdp yet: use ddp or none")
+        if c.algorithm.ref_refresh_every:
+            fail(
+                "algorithm.ref_refresh_every",
+                "is set with model.lora: the reference is the model without its adapters",
+            )
     if c.model.path != "tiny":
         folder = Path(c.model.path).expanduser()
         if not folder.is_dir():

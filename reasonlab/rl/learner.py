@@ -174,6 +174,7 @@ class Learner:
         dist: Dist | None = None,
         autocast_dtype: torch.dtype | None = None,
         wrapped: Wrapped | None = None,
+        ref_context: Any = None,
     ):
         self.model, self.optimizer, self.config = model, optimizer, config
         self.pad_id = pad_id
@@ -181,6 +182,8 @@ class Learner:
         self.dist = dist or Dist.single()
         # the policy as trained: its DDP wrapper or FSDP2 shards (reasonlab.parallel.wrap_model)
         self.wrapped = wrapped or Wrapped(model, model, "none")
+        # LoRA: ref_model is the policy itself, run inside ref_context() (adapters disabled)
+        self.ref_context = ref_context or contextlib.nullcontext
         if self.dist.enabled and self.wrapped.kind == "none":
             raise ValueError(
                 f"{self.dist.world_size} data-parallel processes, but the model is not wrapped for "
@@ -248,7 +251,9 @@ class Learner:
         checkpointing too (non-reentrant, transformers >= 5 layers that may keep a cache)."""
         prompts = [batch.prompt_ids[i] for i in rows]
         completions = [batch.completion_ids[i] for i in rows]
-        call = self.wrapped.module if model is self.model else model  # the DDP wrapper
+        # gradient passes of the policy go through its DDP wrapper (its backward hooks reduce)
+        train = model is self.model and torch.is_grad_enabled()
+        call = self.wrapped.module if train else model
         with self._autocast():
             if self.share_prompts:
                 logits, hidden = self._shared_prompt_pass(model, call, prompts, completions, values)
@@ -306,6 +311,9 @@ class Learner:
         extra: dict[str, Any] = {"logits_to_keep": 1} if self.keep_logits else {}
         replay = self.checkpointing and torch.is_grad_enabled() and model.training
         cache_kw = cache_keyword(model)
+        # one call through a DDP wrapper per pass (DDP may communicate in a forward call: ranks
+        # must make the same calls): the last one
+        prefill = call if T == 1 else model
         if replay:  # our own cache, which checkpointed layers keep (see _ReplayCache)
             cache = _replay_cache_class()()
             use_cache = False  # the layers fill the given cache; no warning about it
@@ -313,7 +321,7 @@ class Learner:
             cache = DynamicCache(config=model.config)  # filled in place by both passes
             use_cache = True
         with _layers_keep_cache(model, replay):
-            out = call(
+            out = prefill(
                 input_ids=first.input_ids[:, :P],
                 attention_mask=prompt_mask,
                 position_ids=first.position_ids[:, :P],
@@ -495,7 +503,8 @@ class Learner:
                 if values:
                     vals[rows, :T] = result["values"].float()
             if ref:
-                result = self.forward(self.ref_model, batch, rows)
+                with self.ref_context():
+                    result = self.forward(self.ref_model, batch, rows)
                 T = result["logprobs"].shape[1]
                 ref_out[rows, :T] = result["logprobs"].float()
         return old, ref_out, vals

@@ -70,7 +70,7 @@ import torch
 from reasonlab.analysis.dynamics import step_metrics
 from reasonlab.io import read_jsonl, write_jsonl
 from reasonlab.models import enable_gradient_checkpointing
-from reasonlab.parallel import full_state_dict, wrap_model
+from reasonlab.parallel import add_lora, full_state_dict, wrap_model
 from reasonlab.records import Example, Scored
 from reasonlab.rl.checkpoint import (
     latest_checkpoint,
@@ -322,12 +322,17 @@ class Trainer:
         self.model.eval()  # the Learner disables dropout and trains in training mode
         if cfg.model.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
+        self.peft = None  # with model.lora: the peft model around self.model (adapters injected)
+        if cfg.model.lora is not None:
+            self.peft = add_lora(self.model, cfg.model.lora)
         self.value_head = None
         if cfg.algorithm.advantage == "gae":
             hidden = self.model.config.hidden_size
             self.value_head = ValueHead(hidden).to(self.device)
         self.ref_model = None
-        if cfg.algorithm.kl_coef > 0:
+        if cfg.algorithm.kl_coef > 0 and self.peft is not None:
+            self.ref_model = self.model  # run with its adapters disabled (Learner.ref_context)
+        elif cfg.algorithm.kl_coef > 0:
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
         half = None  # the compute dtype when not float32 (CUDA only)
         if self.device.type == "cuda" and cfg.model.dtype in ("bfloat16", "float16", "auto"):
@@ -344,7 +349,7 @@ class Trainer:
                 self.generation_model.to(half)
         wrap = dict(parallel=cfg.model.parallel, param_dtype=half if sharded else None)
         self.wrapped = wrap_model(self.model, cpu_offload=cfg.model.cpu_offload, **wrap)
-        if self.ref_model is not None:
+        if self.ref_model is not None and self.ref_model is not self.model:
             wrap_model(self.ref_model, trainable=False, cpu_offload=cfg.model.cpu_offload, **wrap)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.value_head is not None:
@@ -366,6 +371,7 @@ class Trainer:
             dist=self.dist,
             autocast_dtype=autocast,
             wrapped=self.wrapped,
+            ref_context=None if self.peft is None else self.peft.disable_adapter,
         )
         from reasonlab.rollout import get_engine
 
@@ -431,7 +437,7 @@ class Trainer:
         ref = self.ref_model
         state = load_checkpoint(
             checkpoint,
-            model=self.model,
+            model=self.model if self.peft is None else self.peft,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             value_head=self.value_head,
@@ -484,7 +490,16 @@ class Trainer:
             ref_model=self.ref_model if self.ref_step > 0 else None,
             keep=self.config.run.keep_checkpoints,
             dist=self.dist,
+            peft=self.peft,
         )
+
+    def export_merged(self, path: Path) -> Path:
+        """Save the policy with its LoRA adapters merged into the base weights (W + (alpha / r) B
+        A) as a standard Hugging Face folder; the trained model is left as it is."""
+        from reasonlab import models
+
+        merged = copy.deepcopy(self.peft).merge_and_unload()
+        return models.save(merged, self.tokenizer, path)
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -778,6 +793,8 @@ class Trainer:
                 if (cfg.run.save_every and step % cfg.run.save_every == 0) or last:
                     self._save()
                     self.dist.barrier()
+            if self.peft is not None and self.dist.is_main:
+                self.export_merged(self.run_dir / "merged")
         finally:
             if bar is not None:
                 bar.close()
