@@ -27,7 +27,8 @@ One step, as implemented (the names are veRL's and TRL's):
    truncation, KL, entropy, clip fraction, grad norm, lr, tokens/s, seconds per phase), sampled
    responses in rollouts.jsonl, held-out evaluations in eval.jsonl; checkpoints every `save_every`.
 7. **Reference model** (only when kl_coef > 0): a frozen copy of the initial policy, replaced by
-   the current policy every `ref_refresh_every` steps (DeepSeek-R1 does so every 400 steps).
+   the current policy every `ref_refresh_every` steps (DeepSeek-R1 does so every 400 steps);
+   with LoRA (`model.lora`), the policy itself with its adapters disabled (as TRL does).
 
 What is kept simple, on purpose:
 
@@ -38,7 +39,9 @@ What is kept simple, on purpose:
   (`model.gradient_checkpointing`, non-reentrant), and everything else in eval mode.
 - The learning-rate schedule advances once per RL step (warm-up and decay are counted in steps).
 - Weights and AdamW states stay float32; `model.dtype` bfloat16/float16 is the autocast compute
-  dtype on CUDA (veRL's FSDP mixed precision keeps fp32 master weights the same way).
+  dtype on CUDA (veRL's FSDP mixed precision keeps fp32 master weights the same way), or, under
+  `model.parallel=fsdp`, FSDP2's MixedPrecisionPolicy (bf16 parameters for compute, fp32 shards
+  and reduction). Data parallelism and LoRA: `reasonlab.parallel` (see ARCHITECTURE.md, Scale).
 
 Held-out evaluation (`evaluate`) runs every `run.eval_every` steps on examples drawn from the
 held-out share of the problem space (`task.held_out_fraction`), generated with `task.eval_seed`, or
