@@ -18,7 +18,8 @@ atol 1e-6 on weights, rel 1e-5 or abs 1e-6 on statistics (pytest.approx). Measur
 weights 4.5e-8 apart at most; statistics at most rel 1.5e-5 (approx_kl, 1.1e-8 on 7.6e-4) or
 abs 1.2e-6 (ratio_max, rel 4.8e-7). AdamW runs with eps=1, as in tests/test_distributed.py, so
 that its first steps do not blow round-off up to lr * sign(g). `advantage_mean` is left out:
-`Learner.update` reports rank 0's rows only. The same tolerances hold for FSDP (measured: ...).
+`Learner.update` reports rank 0's rows only. FSDP is held to the same tolerances (the measured
+figures above are DDP-era, from the hand-written all-reduce).
 The resumed run makes the same computation on the same shares from the checkpoint: bit-identical.
 
 The kill: once step `STOP_AT` is logged (past the checkpoint of step SAVE_EVERY), each rank writes
