@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import sys
 import tempfile
@@ -199,7 +200,8 @@ def grpo_step(model, tokenizer, task, args, checkpointing: bool, device) -> dict
             f"rollout.n={args.samples}",
             f"rollout.max_new_tokens={args.tokens}",
             f"batching.prompts_per_step={args.prompts}",
-            f"batching.micro_batch_size={args.micro_batch}",
+            # micro-batches must divide the step's batch (prompts x samples)
+            f"batching.micro_batch_size={math.gcd(args.micro_batch, args.prompts * args.samples)}",
             "optim.lr=1e-6",
             "run.steps=1",
             f"run.out_dir={out}",
