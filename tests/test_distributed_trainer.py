@@ -199,6 +199,8 @@ def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tm
     w_one, w_two = _weights(single), _weights(full)
     for key in w_one:
         torch.testing.assert_close(w_two[key], w_one[key], atol=1e-6, rtol=0, msg=key)
+    apart = max(float((w_two[k] - w_one[k]).abs().max()) for k in w_one)
+    print(f"{parallel}: weights at most {apart:.2g} apart from one process's")  # pytest -s
     # the weights moved between the last two checkpoints: the comparison is not vacuous
     before = _weights(full, STEPS - SAVE_EVERY)
     assert any((w_two[k] - before[k]).abs().max() > 1e-3 for k in w_two)
