@@ -12,7 +12,12 @@ AdamW runs with eps=1 here: its first steps move each weight by about lr * sign(
 turn float round-off in a near-zero gradient (sums in a different order on two ranks) into an
 lr-sized difference; with a large eps the update is proportional to g and round-off stays small.
 
-Run as a script (`python tests/test_distributed.py`), this file is the worker of one rank.
+The ranks wrap the model with `reasonlab.parallel.wrap_model` (DDP, or FSDP2 shards with a sharded
+reference model; the value head stays whole and its gradient is summed by `Dist`): both sum the
+ranks' gradients.
+
+Run as a script (`python tests/test_distributed.py OUT PARALLEL`), this file is the worker of one
+rank.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ranks import launch_ranks, wait_ranks
 
 from reasonlab.config import load_config
 from reasonlab.models import tiny
+from reasonlab.parallel import full_state_dict, wrap_model
 from reasonlab.rl.config import TrainConfig
 from reasonlab.rl.distributed import Dist
 from reasonlab.rl.learner import Learner, StepBatch, ValueHead, build_optimizer
@@ -93,7 +99,7 @@ def rank_share(batch: StepBatch, dist: Dist) -> StepBatch:
     )
 
 
-def train(recipe: str, dist: Dist) -> dict[str, torch.Tensor]:
+def train(recipe: str, dist: Dist, parallel: str = "none") -> dict[str, torch.Tensor]:
     """Two RL steps on the fixed batch (this rank's share of it); the final parameters."""
     torch.manual_seed(0)
     cfg = load_config(TrainConfig, None, COMMON + RECIPES[recipe])
@@ -105,6 +111,9 @@ def train(recipe: str, dist: Dist) -> dict[str, torch.Tensor]:
         ref = tiny.build_model(
             tok, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, seed=1
         ).eval()
+    wrapped = wrap_model(model, parallel=parallel)
+    if ref is not None:
+        wrap_model(ref, parallel=parallel, trainable=False)
     params = list(model.parameters())
     value_head = None
     if cfg.algorithm.advantage == "gae":
@@ -120,19 +129,22 @@ def train(recipe: str, dist: Dist) -> dict[str, torch.Tensor]:
         value_head=value_head,
         ref_model=ref,
         dist=dist,
+        wrapped=wrapped,
     )
     batch = rank_share(combined_batch(), dist)
     for step in (1, 2):
         learner.update(batch, step)
-    out = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = {k: v.detach().clone() for k, v in full_state_dict(model).items()}
     if value_head is not None:
         out.update({f"v_head.{k}": v.detach().clone() for k, v in value_head.state_dict().items()})
     return out
 
 
 @pytest.mark.slow
-def test_two_ranks_make_the_update_of_one_process_with_the_combined_batch(tmp_path):
-    wait_ranks(launch_ranks(lambda rank: [__file__, str(tmp_path / f"rank{rank}.pt")], WORLD))
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_make_the_update_of_one_process_with_the_combined_batch(tmp_path, parallel):
+    out = [str(tmp_path / f"rank{rank}.pt") for rank in range(WORLD)]
+    wait_ranks(launch_ranks(lambda rank: [__file__, out[rank], parallel], WORLD))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     initial = train_nothing()
     for recipe in sorted(RECIPES):
@@ -175,7 +187,7 @@ if __name__ == "__main__":  # one rank of the test above
     torch.set_num_threads(1)
     dist = Dist.from_env()
     try:
-        results = {recipe: train(recipe, dist) for recipe in sorted(RECIPES)}
+        results = {recipe: train(recipe, dist, sys.argv[2]) for recipe in sorted(RECIPES)}
         torch.save(results, Path(sys.argv[1]))
     finally:
         dist.close()

@@ -1,6 +1,7 @@
-"""Data parallel with DAPO dynamic sampling, end to end through `Trainer`: a 2-process run (gloo,
-CPU) is the 1-process run on the combined batch, and a 2-process run stopped after a checkpoint
-and resumed ends where the uninterrupted one ends.
+"""Data parallel with DAPO dynamic sampling, end to end through `Trainer`, for `model.parallel`
+ddp and fsdp (FSDP2 shards; sharded checkpoints through torch.distributed.checkpoint): a 2-process
+run (gloo, CPU) is the 1-process run on the combined batch, and a 2-process run killed (SIGKILL)
+after a checkpoint and resumed by two new processes ends where the uninterrupted one ends.
 
 The reward gives nothing to even-numbered examples (their groups have all-equal rewards: no signal)
 and a share of '7's plus a length term to odd-numbered ones, so about half the groups are dropped
@@ -16,22 +17,24 @@ sums in another order than one process), so weights and learner statistics agree
 atol 1e-6 on weights, rel 1e-5 or abs 1e-6 on statistics (pytest.approx). Measured in one run:
 weights 4.5e-8 apart at most; statistics at most rel 1.5e-5 (approx_kl, 1.1e-8 on 7.6e-4) or
 abs 1.2e-6 (ratio_max, rel 4.8e-7). AdamW runs with eps=1, as in tests/test_distributed.py, so
-that its first steps do not blow round-off up to lr * sign(g).
+that its first steps do not blow round-off up to lr * sign(g). FSDP is held to the same
+tolerances (the measured figures above are DDP-era, from the hand-written all-reduce).
 The resumed run makes the same computation on the same shares from the checkpoint: bit-identical.
 
-The stop is an exception raised right after step `STOP_AT` is logged (past the checkpoint of step
-SAVE_EVERY), on both ranks; a new `Trainer` in the same processes then resumes from what is on disk
-(the fresh-process SIGKILL path of one process is tests/test_resume.py's; a second pair of
-processes here would pay the start-up, imports and model build, again).
+The kill: once step `STOP_AT` is logged (past the checkpoint of step SAVE_EVERY), each rank writes
+a marker file and waits; the test then kills both processes with SIGKILL, and two new processes
+resume from what is on disk.
 
-Run as a script (`python tests/test_distributed_trainer.py JOB...`), this file is the worker of one
-rank; a JOB is `full=DIR` (a whole run), `cut=DIR` (the stopped run) or `resume=DIR`.
+Run as a script (`python tests/test_distributed_trainer.py PARALLEL JOB...`), this file is the
+worker of one rank; a JOB is `full=DIR` (a whole run), `cut=DIR` (the run to be killed) or
+`resume=DIR`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,28 +89,50 @@ def odd_only(completions, example_id, **columns):
     ]
 
 
-def config(out_dir: Path) -> TrainConfig:
-    return load_config(TrainConfig, None, [*OVERRIDES, f"run.out_dir={out_dir}"])
+def config(out_dir: Path, parallel: str) -> TrainConfig:
+    extra = [f"run.out_dir={out_dir}", f"model.parallel={parallel}"]
+    return load_config(TrainConfig, None, [*OVERRIDES, *extra])
 
 
-def trainer(out_dir: Path, dist: Dist, **kwargs) -> Trainer:
+def trainer(out_dir: Path, dist: Dist, parallel: str = "none", **kwargs) -> Trainer:
     reward = RewardTerm("odd_only", 1.0, odd_only)
-    return Trainer(config(out_dir), reward_fns=[reward], dist=dist, **kwargs)
+    return Trainer(config(out_dir, parallel), reward_fns=[reward], dist=dist, **kwargs)
 
 
-class _Stop(Exception):
-    """A crash between checkpoints."""
-
-
-class _StopAfter(Callback):
-    """Stops the run by raising `_Stop` once step `step` is logged."""
+class _WaitForKill(Callback):
+    """Once step `step` is logged: write `run/killable_rank{R}` (rank 0 first records what is on
+    disk in stopped.json) and wait to be killed."""
 
     def __init__(self, step: int):
         self.step = step
 
     def on_step_end(self, trainer, step, metrics):
-        if step == self.step:
-            raise _Stop(step)
+        if step != self.step:
+            return
+        run = trainer.run_dir
+        if trainer.dist.is_main:
+            state = {
+                "steps_logged": [r["step"] for r in _rows(run / "metrics.jsonl")],
+                "checkpoints": sorted(p.name for p in (run / "checkpoints").glob("step_*")),
+            }
+            (run / "stopped.json").write_text(json.dumps(state))
+        (run / f"killable_rank{trainer.dist.rank}").write_text("")
+        time.sleep(3600)
+
+
+def _kill_when_waiting(procs, run: Path, timeout: float = 600) -> None:
+    """SIGKILL every rank once all of them wait in `_WaitForKill` (fail if one exits first)."""
+    deadline = time.monotonic() + timeout
+    while not all((run / f"killable_rank{r}").exists() for r in range(len(procs))):
+        for rank, proc in enumerate(procs):
+            if proc.poll() is not None:
+                output = proc.communicate()[0]
+                raise AssertionError(f"rank {rank} exited {proc.returncode}:\n{output}")
+        assert time.monotonic() < deadline, "the ranks never reached the kill point"
+        time.sleep(0.2)
+    for proc in procs:
+        proc.kill()  # SIGKILL
+        proc.communicate()
 
 
 def _rows(path: Path) -> list[dict]:
@@ -133,13 +158,13 @@ def _round_sizes(rows: list[dict], group_size: int, target: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tmp_path, parallel):
     full, cut, single = tmp_path / "full", tmp_path / "cut", tmp_path / "single"
-    procs = launch_ranks(
-        lambda rank: [__file__, f"full={full}", f"cut={cut}", f"resume={cut}"], WORLD
-    )
+    procs = launch_ranks(lambda rank: [__file__, parallel, f"full={full}", f"cut={cut}"], WORLD)
     trainer(single, Dist.single()).train()  # meanwhile, here
-    wait_ranks(procs)
+    _kill_when_waiting(procs, cut)
+    wait_ranks(launch_ranks(lambda rank: [__file__, parallel, f"resume={cut}"], WORLD))
     stopped = json.loads((cut / "stopped.json").read_text())
     assert stopped == {
         "steps_logged": list(range(1, STOP_AT + 1)),
@@ -170,6 +195,8 @@ def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tm
     w_one, w_two = _weights(single), _weights(full)
     for key in w_one:
         torch.testing.assert_close(w_two[key], w_one[key], atol=1e-6, rtol=0, msg=key)
+    apart = max(float((w_two[k] - w_one[k]).abs().max()) for k in w_one)
+    print(f"{parallel}: weights at most {apart:.2g} apart from one process's")  # pytest -s
     # the weights moved between the last two checkpoints: the comparison is not vacuous
     before = _weights(full, STEPS - SAVE_EVERY)
     assert any((w_two[k] - before[k]).abs().max() > 1e-3 for k in w_two)
@@ -184,25 +211,16 @@ def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tm
 
 if __name__ == "__main__":  # one rank of the test above
     dist = Dist.from_env()
+    parallel = sys.argv[1]
     try:
-        for job in sys.argv[1:]:
+        for job in sys.argv[2:]:
             kind, out_dir = job.split("=", 1)
             run = Path(out_dir)
             if kind == "full":
-                trainer(run, dist).train()
+                trainer(run, dist, parallel).train()
             elif kind == "cut":
-                try:
-                    trainer(run, dist, callbacks=[_StopAfter(STOP_AT)]).train()
-                except _Stop:
-                    pass
-                if dist.is_main:
-                    state = {
-                        "steps_logged": [r["step"] for r in _rows(run / "metrics.jsonl")],
-                        "checkpoints": sorted(p.name for p in (run / "checkpoints").glob("step_*")),
-                    }
-                    (run / "stopped.json").write_text(json.dumps(state))
-                dist.barrier()
-            else:  # a new Trainer, from what the stopped run left on disk
-                trainer(run, dist, resume=True).train()
+                trainer(run, dist, parallel, callbacks=[_WaitForKill(STOP_AT)]).train()
+            else:  # new processes, from what the killed run left on disk
+                trainer(run, dist, parallel, resume=True).train()
     finally:
         dist.close()

@@ -160,10 +160,22 @@ def test_sampling_and_task_errors(tmp_path):
 
 
 def test_data_parallel_needs_whole_groups_per_rank():
-    config = load_config(TrainConfig, None, ["batching.prompts_per_step=4"])
+    config = load_config(TrainConfig, None, ["batching.prompts_per_step=4", "model.parallel=ddp"])
     validate(config, world_size=2)
     with pytest.raises(ConfigError, match="not divisible by the 3 data-parallel processes"):
         validate(config, world_size=3)
+
+
+def test_parallel_settings_are_checked():
+    """Several processes need a wrapper that reduces gradients; the values are named."""
+    with pytest.raises(ConfigError, match="is none but 2 processes") as err:
+        validate(load_config(TrainConfig, None, ["batching.prompts_per_step=4"]), world_size=2)
+    assert err.value.field == "model.parallel"
+    with pytest.raises(ConfigError, match="'zero3' is not one of: none, ddp, fsdp"):
+        validate(load_config(TrainConfig, None, ["model.parallel=zero3"]))
+    with pytest.raises(ConfigError, match="needs model.parallel=fsdp") as err:
+        validate(load_config(TrainConfig, None, ["model.cpu_offload=true"]))
+    assert err.value.field == "model.cpu_offload"
 
 
 def test_errors_point_at_the_override_that_set_the_value(tmp_path):

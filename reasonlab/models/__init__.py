@@ -62,8 +62,12 @@ def load(path: str | os.PathLike, dtype: str = "auto", device: str = "cpu") -> t
     return model, tokenizer
 
 
-def save(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
+def save(
+    model: Any, tokenizer: Any, path: str | os.PathLike, state_dict: dict | None = None
+) -> Path:
     """Write `model` (safetensors) and `tokenizer` to `path` as a standard Hugging Face folder.
+    `state_dict`: the weights to write instead of the model's own (the full weights gathered from
+    FSDP shards).
 
     Atomic: everything is written to a temporary sibling folder that then replaces `path`, so a
     crash never leaves a half-written model where a reader expects a whole one. Refuses (ValueError)
@@ -74,7 +78,8 @@ def save(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        extra = {} if state_dict is None else {"state_dict": state_dict}
+        model.save_pretrained(tmp, safe_serialization=True, **extra)
         tokenizer.save_pretrained(tmp)
         _check_tokenizer_round_trip(tokenizer, tmp)
         if target.exists():

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from reasonlab.config import ConfigError
+from reasonlab.parallel import LoraConfig
 
 
 @dataclass
@@ -69,6 +70,20 @@ class ModelConfig:
     about one more forward pass. Prompt sharing (batching.share_prompts) still applies."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """The tiny model's shape (only read when `path` is `tiny`)."""
+    parallel: str = "none"
+    """Data parallelism under torchrun (`reasonlab.parallel`): none (one process), ddp
+    (DistributedDataParallel: whole model and AdamW state on every rank) or fsdp (FSDP2
+    `fully_shard` per decoder layer and the root: parameters, gradients and AdamW state sharded;
+    the reference model sharded too; with dtype bfloat16 on CUDA, bf16 compute and fp32 master
+    weights and reduction). Either is the 1-process computation on the combined batch."""
+    cpu_offload: bool = False
+    """fsdp: keep the parameter shards and AdamW state in CPU memory (FSDP2 CPUOffloadPolicy;
+    needs CUDA for the compute)."""
+    lora: LoraConfig | None = None
+    """LoRA adapters {r, alpha, dropout, target_modules} (peft; `pip install reasonlab[lora]`):
+    only the adapters train; the KL reference is the model with its adapters disabled (no second
+    copy); checkpoints hold the adapters, and the run ends with the merged model in `merged/`.
+    None: full fine-tuning. With model.parallel none or ddp."""
 
 
 @dataclass
@@ -453,6 +468,32 @@ def validate(
     c = config
     # model
     one_of("model.dtype", c.model.dtype, ("float32", "bfloat16", "float16", "auto"))
+    from reasonlab.parallel import PARALLEL
+
+    one_of("model.parallel", c.model.parallel, PARALLEL)
+    if world_size > 1 and c.model.parallel == "none":
+        fail(
+            "model.parallel",
+            f"is none but {world_size} processes were launched (torchrun): set it to ddp (each "
+            "rank holds the model) or fsdp (sharded)",
+        )
+    if c.model.cpu_offload and c.model.parallel != "fsdp":
+        fail("model.cpu_offload", f"needs model.parallel=fsdp, got {c.model.parallel!r}")
+    lora = c.model.lora
+    if lora is not None:
+        positive("model.lora.r", lora.r)
+        positive("model.lora.alpha", lora.alpha)
+        if not 0 <= lora.dropout < 1:
+            fail("model.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+        if not lora.target_modules:
+            fail("model.lora.target_modules", "is empty: name the linear layers to adapt")
+        if c.model.parallel == "fsdp":
+            fail("model.lora", "is not supported with model.parallel=fsdp yet: use ddp or none")
+        if c.algorithm.ref_refresh_every:
+            fail(
+                "algorithm.ref_refresh_every",
+                "is set with model.lora: the reference is the model without its adapters",
+            )
     if c.model.path != "tiny":
         folder = Path(c.model.path).expanduser()
         if not folder.is_dir():

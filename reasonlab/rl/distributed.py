@@ -17,11 +17,12 @@ How the work is split, and why the result equals one process with the combined b
 4. Loss: each minibatch's normaliser (token count for token-mean, response count for the
    sequence modes) is all-reduced (sum) before the loss is formed, so every rank's loss is its share
    of the global minibatch loss.
-5. Gradients: after the backward passes of a minibatch, every gradient is all-reduced with SUM
-   (a manual all-reduce, one flattened bucket per dtype, not DDP: the sum of the ranks' shares is
-   exactly the gradient of the global minibatch loss, no 1/W rescaling to undo, and it works the same
-   for the value head and with gradient accumulation). Clipping and the AdamW step then run on
-   identical gradients, so parameters stay identical on every rank without re-broadcasting.
+5. Gradients: summed over ranks by the engine `model.parallel` names (`reasonlab.parallel`: DDP
+   with a summing communication hook, or FSDP2 with a divide factor of 1), once per minibatch
+   after its accumulated backward passes: the sum of the ranks' shares is exactly the gradient of
+   the global minibatch loss, no 1/W rescaling to undo. The PPO value head, outside the wrapped
+   policy, is summed by `Dist.all_reduce_grads`. Clipping and the AdamW step then run on identical
+   (or, under FSDP, consistently sharded) gradients, so parameters stay identical on every rank.
 
 `Dist` wraps these collectives; `Dist.single()` is the no-op version for one process, so the trainer
 has one code path.
@@ -118,7 +119,8 @@ class Dist:
 
     def all_reduce_grads(self, parameters: Iterable[torch.nn.Parameter]) -> None:
         """Sum the gradients of `parameters` over ranks (in place), one flat bucket per dtype.
-        A parameter with no gradient on this rank contributes zeros."""
+        A parameter with no gradient on this rank contributes zeros. (The policy's gradients are
+        summed by DDP or FSDP2; this serves modules outside it, the value head.)"""
         if not self.enabled:
             return
         params = [p for p in parameters if p.requires_grad]

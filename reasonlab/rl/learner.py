@@ -54,6 +54,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from reasonlab.models import cache_keyword, disable_dropout
+from reasonlab.parallel import Wrapped, clip_grad_norm
 from reasonlab.records import Rollout
 from reasonlab.rl.advantages import compute_advantages
 from reasonlab.rl.config import TrainConfig
@@ -172,11 +173,22 @@ class Learner:
         ref_model: torch.nn.Module | None = None,
         dist: Dist | None = None,
         autocast_dtype: torch.dtype | None = None,
+        wrapped: Wrapped | None = None,
+        ref_context: Any = None,
     ):
         self.model, self.optimizer, self.config = model, optimizer, config
         self.pad_id = pad_id
         self.value_head, self.ref_model = value_head, ref_model
         self.dist = dist or Dist.single()
+        # the policy as trained: its DDP wrapper or FSDP2 shards (reasonlab.parallel.wrap_model)
+        self.wrapped = wrapped or Wrapped(model, model, "none")
+        # LoRA: ref_model is the policy itself, run inside ref_context() (adapters disabled)
+        self.ref_context = ref_context or contextlib.nullcontext
+        if self.dist.enabled and self.wrapped.kind == "none":
+            raise ValueError(
+                f"{self.dist.world_size} data-parallel processes, but the model is not wrapped for "
+                "data parallelism: set model.parallel to ddp or fsdp (reasonlab.parallel.wrap_model)"
+            )
         self.device = next(model.parameters()).device
         self.autocast_dtype = autocast_dtype
         self.keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -193,8 +205,12 @@ class Learner:
         self.checkpointing = bool(getattr(model, flag)) if flag else False
         # transformers drops a KV cache in checkpointed layers unless they may keep it; the shared
         # prompt pass then needs a cache that the backward replay of a layer leaves unchanged
-        self.share_prompts = config.batching.share_prompts and (
-            not self.checkpointing or _replayable_cache_supported(model)
+        # FSDP2 all-gathers parameters at every forward call, so every rank must make the same
+        # calls; the shared-prompt pass makes one or two by the responses' length: full passes
+        self.share_prompts = (
+            config.batching.share_prompts
+            and not self.wrapped.sharded
+            and (not self.checkpointing or _replayable_cache_supported(model))
         )
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         alg = config.algorithm
@@ -235,11 +251,14 @@ class Learner:
         checkpointing too (non-reentrant, transformers >= 5 layers that may keep a cache)."""
         prompts = [batch.prompt_ids[i] for i in rows]
         completions = [batch.completion_ids[i] for i in rows]
+        # gradient passes of the policy go through its DDP wrapper (its backward hooks reduce)
+        train = model is self.model and torch.is_grad_enabled()
+        call = self.wrapped.module if train else model
         with self._autocast():
             if self.share_prompts:
-                logits, hidden = self._shared_prompt_pass(model, prompts, completions, values)
+                logits, hidden = self._shared_prompt_pass(model, call, prompts, completions, values)
             else:
-                logits, hidden = self._full_pass(model, prompts, completions, values)
+                logits, hidden = self._full_pass(model, call, prompts, completions, values)
         T = logits.shape[1]
         labels = _pad_ids(completions, T, self.pad_id, self.device)  # [b, T]
         temperature = self.config.rollout.temperature
@@ -254,16 +273,17 @@ class Learner:
         return result
 
     def _full_pass(
-        self, model: torch.nn.Module, prompts: list, completions: list, values: bool
+        self, model: torch.nn.Module, call: Any, prompts: list, completions: list, values: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [b, T, V] predicting each completion token (and the hidden states [b, T, H]
-        they come from) from one pass over left-padded prompt + right-padded completion."""
+        they come from) from one pass over left-padded prompt + right-padded completion.
+        `call`: what runs the pass (`model`, or its DDP wrapper)."""
         inputs = collate(prompts, completions, self.pad_id, self.device)
         P, T = inputs.prompt_len, inputs.response_len
         extra: dict[str, Any] = {"use_cache": False}
         if self.keep_logits:
             extra["logits_to_keep"] = T + 1
-        out = model(
+        out = call(
             input_ids=inputs.input_ids,
             attention_mask=inputs.attention_mask,
             position_ids=inputs.position_ids,
@@ -276,7 +296,7 @@ class Learner:
         return logits, hidden
 
     def _shared_prompt_pass(
-        self, model: torch.nn.Module, prompts: list, completions: list, values: bool
+        self, model: torch.nn.Module, call: Any, prompts: list, completions: list, values: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As `_full_pass`, with one prefill per distinct prompt whose KV cache is copied to its
         responses (index_select: differentiable, so each prompt's gradient sums its responses')."""
@@ -291,6 +311,9 @@ class Learner:
         extra: dict[str, Any] = {"logits_to_keep": 1} if self.keep_logits else {}
         replay = self.checkpointing and torch.is_grad_enabled() and model.training
         cache_kw = cache_keyword(model)
+        # one call through a DDP wrapper per pass (DDP may communicate in a forward call: ranks
+        # must make the same calls): the last one
+        prefill = call if T == 1 else model
         if replay:  # our own cache, which checkpointed layers keep (see _ReplayCache)
             cache = _replay_cache_class()()
             use_cache = False  # the layers fill the given cache; no warning about it
@@ -298,7 +321,7 @@ class Learner:
             cache = DynamicCache(config=model.config)  # filled in place by both passes
             use_cache = True
         with _layers_keep_cache(model, replay):
-            out = model(
+            out = prefill(
                 input_ids=first.input_ids[:, :P],
                 attention_mask=prompt_mask,
                 position_ids=first.position_ids[:, :P],
@@ -322,7 +345,7 @@ class Learner:
         ).long()  # [b, T - 1]
         start = first.position_ids[:, P - 1].index_select(0, index) + 1  # [b]
         with _layers_keep_cache(model, replay):
-            out = model(
+            out = call(
                 input_ids=body,
                 attention_mask=torch.cat([prompt_mask.index_select(0, index), body_mask], dim=1),
                 position_ids=start[:, None] + torch.arange(T - 1, device=self.device)[None, :],
@@ -423,10 +446,15 @@ class Learner:
             for start in range(0, global_rows, minibatch):
                 chosen = order[start : start + minibatch]
                 local = [int(i) - offset for i in chosen if offset <= int(i) < offset + rows]
+                # every rank makes as many passes as the busiest one (DDP and FSDP2 communicate
+                # in them): the ranks' shares of a shuffled minibatch differ
+                owners = torch.bincount(chosen // rows, minlength=self.dist.world_size)
+                passes = max(1, math.ceil(int(owners.max()) / cfg.micro_batch_size))
                 with _training_mode(self.model):  # for gradient checkpointing; dropout is off
                     self._optimizer_step(
                         batch,
                         local,
+                        passes,
                         mask,
                         advantages,
                         returns,
@@ -478,7 +506,8 @@ class Learner:
                 if values:
                     vals[rows, :T] = result["values"].float()
             if ref:
-                result = self.forward(self.ref_model, batch, rows)
+                with self.ref_context():
+                    result = self.forward(self.ref_model, batch, rows)
                 T = result["logprobs"].shape[1]
                 ref_out[rows, :T] = result["logprobs"].float()
         return old, ref_out, vals
@@ -515,6 +544,7 @@ class Learner:
         self,
         batch: StepBatch,
         rows: list[int],
+        passes: int,
         mask: torch.Tensor,
         advantages: torch.Tensor,
         returns: torch.Tensor | None,
@@ -531,71 +561,108 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         micro = cfg.micro_batch_size
-        for start in range(0, len(rows), micro):
-            part = rows[start : start + micro]
-            out = self.forward(
-                self.model, batch, part, entropy=True, values=self.value_head is not None
-            )
-            lp = out["logprobs"]
-            T = lp.shape[1]
-            m = mask[part, :T]
-            old = lp.detach() if old_lp is None else old_lp[part, :T]
-            entropy = out["entropy"]
-            weights = None if is_weights is None else is_weights[part, :T]
-            if alg.top_entropy_quantile < 1:
-                keep = high_entropy_mask(entropy, m, alg.top_entropy_quantile)
-                weights = keep if weights is None else weights * keep
-            params = dict(self.loss_params)
-            if self.loss_rng is not None:
-                params["generator"] = self.loss_rng
-            loss, pstats = policy_loss(
-                lp,
-                old,
-                advantages[part, :T],
-                m,
-                loss=alg.policy_loss,
-                weights=weights,
-                **params,
-                **agg,
-            )
-            tokens = float(m.sum())
-            per_seq = {k: v for k, v in pstats.items() if k.endswith("_seq")}
-            stats.add_mean({k: v for k, v in pstats.items() if k not in per_seq}, tokens)
-            stats.add_mean(per_seq, float((m.sum(dim=1) > 0).sum()))
-            stats.add_sum("loss/policy", loss.detach())
-            entropy_weight = self._entropy_weight()
-            if entropy_weight:
-                loss = loss - entropy_weight * aggregate(entropy, m, alg.loss_agg, **_kw(agg))
-            stats.add_mean({"entropy": _masked_mean(entropy.detach(), m)}, tokens)
-            if ref_lp is not None:
-                kl = kl_penalty(lp, ref_lp[part, :T], alg.kl_estimator)
-                if alg.kl_in == "loss":
-                    loss = loss + alg.kl_coef * aggregate(kl, m, alg.loss_agg, **_kw(agg))
-                stats.add_mean({"kl": _masked_mean(kl.detach(), m)}, tokens)
-            if self.value_head is not None:
-                vloss, vstats = value_loss(
-                    out["values"],
-                    old_values[part, :T],
-                    returns[part, :T],
-                    m,
-                    clip=alg.value_clip,
-                    **agg,
+        for index in range(passes):
+            part = rows[index * micro : (index + 1) * micro]
+            idle = not part  # a pass this rank makes only to join the others' communication
+            with self.wrapped.grad_sync(index == passes - 1):
+                loss = self._micro_loss(
+                    batch,
+                    part or [0],
+                    mask,
+                    advantages,
+                    returns,
+                    old_lp,
+                    ref_lp,
+                    old_values,
+                    None if idle else stats,
+                    is_weights,
+                    agg,
                 )
-                loss = loss + alg.vf_coef * vloss
-                stats.add_sum("loss/value", vloss.detach())
-                stats.add_mean(vstats, tokens)
-            loss.backward()
-            total = total + loss.detach()
-        self.dist.all_reduce_grads(self.params)
+                (loss * 0 if idle else loss).backward()
+            if not idle:
+                total = total + loss.detach()
+        if self.value_head is not None and self.dist.enabled:
+            # the value head sits outside the wrapped policy: its gradient is summed here
+            self.dist.all_reduce_grads(self.value_head.parameters())
         total_loss = self.dist.sum_scalar(total, self.device)
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip is not None else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        grad_norm = clip_grad_norm(self.params, clip)
         stats.add_update(total_loss, grad_norm)
         if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             stats.skipped += 1
             return
         self.optimizer.step()
+
+    def _micro_loss(
+        self,
+        batch: StepBatch,
+        part: list[int],
+        mask: torch.Tensor,
+        advantages: torch.Tensor,
+        returns: torch.Tensor | None,
+        old_lp: torch.Tensor | None,
+        ref_lp: torch.Tensor | None,
+        old_values: torch.Tensor | None,
+        stats: _Stats | None,
+        is_weights: torch.Tensor | None,
+        agg: dict[str, Any],
+    ) -> torch.Tensor:
+        """One micro-batch's share of the minibatch loss (statistics into `stats` unless None)."""
+        alg = self.config.algorithm
+        stats = stats if stats is not None else _Stats()
+        out = self.forward(
+            self.model, batch, part, entropy=True, values=self.value_head is not None
+        )
+        lp = out["logprobs"]
+        T = lp.shape[1]
+        m = mask[part, :T]
+        old = lp.detach() if old_lp is None else old_lp[part, :T]
+        entropy = out["entropy"]
+        weights = None if is_weights is None else is_weights[part, :T]
+        if alg.top_entropy_quantile < 1:
+            keep = high_entropy_mask(entropy, m, alg.top_entropy_quantile)
+            weights = keep if weights is None else weights * keep
+        params = dict(self.loss_params)
+        if self.loss_rng is not None:
+            params["generator"] = self.loss_rng
+        loss, pstats = policy_loss(
+            lp,
+            old,
+            advantages[part, :T],
+            m,
+            loss=alg.policy_loss,
+            weights=weights,
+            **params,
+            **agg,
+        )
+        tokens = float(m.sum())
+        per_seq = {k: v for k, v in pstats.items() if k.endswith("_seq")}
+        stats.add_mean({k: v for k, v in pstats.items() if k not in per_seq}, tokens)
+        stats.add_mean(per_seq, float((m.sum(dim=1) > 0).sum()))
+        stats.add_sum("loss/policy", loss.detach())
+        entropy_weight = self._entropy_weight()
+        if entropy_weight:
+            loss = loss - entropy_weight * aggregate(entropy, m, alg.loss_agg, **_kw(agg))
+        stats.add_mean({"entropy": _masked_mean(entropy.detach(), m)}, tokens)
+        if ref_lp is not None:
+            kl = kl_penalty(lp, ref_lp[part, :T], alg.kl_estimator)
+            if alg.kl_in == "loss":
+                loss = loss + alg.kl_coef * aggregate(kl, m, alg.loss_agg, **_kw(agg))
+            stats.add_mean({"kl": _masked_mean(kl.detach(), m)}, tokens)
+        if self.value_head is not None:
+            vloss, vstats = value_loss(
+                out["values"],
+                old_values[part, :T],
+                returns[part, :T],
+                m,
+                clip=alg.value_clip,
+                **agg,
+            )
+            loss = loss + alg.vf_coef * vloss
+            stats.add_sum("loss/value", vloss.detach())
+            stats.add_mean(vstats, tokens)
+        return loss
 
 
 @contextlib.contextmanager

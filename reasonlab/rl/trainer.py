@@ -27,7 +27,8 @@ One step, as implemented (the names are veRL's and TRL's):
    truncation, KL, entropy, clip fraction, grad norm, lr, tokens/s, seconds per phase), sampled
    responses in rollouts.jsonl, held-out evaluations in eval.jsonl; checkpoints every `save_every`.
 7. **Reference model** (only when kl_coef > 0): a frozen copy of the initial policy, replaced by
-   the current policy every `ref_refresh_every` steps (DeepSeek-R1 does so every 400 steps).
+   the current policy every `ref_refresh_every` steps (DeepSeek-R1 does so every 400 steps);
+   with LoRA (`model.lora`), the policy itself with its adapters disabled (as TRL does).
 
 What is kept simple, on purpose:
 
@@ -38,7 +39,9 @@ What is kept simple, on purpose:
   (`model.gradient_checkpointing`, non-reentrant), and everything else in eval mode.
 - The learning-rate schedule advances once per RL step (warm-up and decay are counted in steps).
 - Weights and AdamW states stay float32; `model.dtype` bfloat16/float16 is the autocast compute
-  dtype on CUDA (veRL's FSDP mixed precision keeps fp32 master weights the same way).
+  dtype on CUDA (veRL's FSDP mixed precision keeps fp32 master weights the same way), or, under
+  `model.parallel=fsdp`, FSDP2's MixedPrecisionPolicy (bf16 parameters for compute, fp32 shards
+  and reduction). Data parallelism and LoRA: `reasonlab.parallel` (see ARCHITECTURE.md, Scale).
 
 Held-out evaluation (`reasonlab.eval.runner.evaluate`) runs every `run.eval_every` steps on examples drawn from the
 held-out share of the problem space (`task.held_out_fraction`), generated with `task.eval_seed`, or
@@ -72,6 +75,7 @@ from reasonlab.eval import runner as eval_runner
 from reasonlab.io import read_run_file, truncate_run_file, write_jsonl
 from reasonlab.models import enable_gradient_checkpointing
 from reasonlab.optim import lr_factor
+from reasonlab.parallel import add_lora, full_state_dict, wrap_model
 from reasonlab.records import Example, Scored
 from reasonlab.rl.checkpoint import (
     latest_checkpoint,
@@ -258,21 +262,42 @@ class Trainer:
         self.model.eval()  # the Learner disables dropout and trains in training mode
         if cfg.model.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
+        self.peft = None  # with model.lora: the peft model around self.model (adapters injected)
+        if cfg.model.lora is not None:
+            self.peft = add_lora(self.model, cfg.model.lora)
         self.value_head = None
         if cfg.algorithm.advantage == "gae":
             hidden = self.model.config.hidden_size
             self.value_head = ValueHead(hidden).to(self.device)
         self.ref_model = None
-        if cfg.algorithm.kl_coef > 0:
+        if cfg.algorithm.kl_coef > 0 and self.peft is not None:
+            self.ref_model = self.model  # run with its adapters disabled (Learner.ref_context)
+        elif cfg.algorithm.kl_coef > 0:
             self.ref_model = copy.deepcopy(self.model).requires_grad_(False).eval()
+        half = None  # the compute dtype when not float32 (CUDA only)
+        if self.device.type == "cuda" and cfg.model.dtype in ("bfloat16", "float16", "auto"):
+            half = torch.float16 if cfg.model.dtype == "float16" else torch.bfloat16
+        sharded = cfg.model.parallel == "fsdp" and self.dist.enabled
+        # Generation from FSDP2 shards would all-gather every layer at every decoded token, in
+        # lockstep over ranks that sample different lengths; instead each rank samples from a
+        # full copy of its own (in the compute dtype), refreshed from the gathered weights after
+        # each update, in memory (no save/load round trip).
+        self.generation_model = self.model
+        if sharded:
+            self.generation_model = copy.deepcopy(self.model).requires_grad_(False)
+            if half is not None:
+                self.generation_model.to(half)
+        wrap = dict(parallel=cfg.model.parallel, param_dtype=half if sharded else None)
+        self.wrapped = wrap_model(self.model, cpu_offload=cfg.model.cpu_offload, **wrap)
+        if self.ref_model is not None and self.ref_model is not self.model:
+            wrap_model(self.ref_model, trainable=False, cpu_offload=cfg.model.cpu_offload, **wrap)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.value_head is not None:
             params += list(self.value_head.parameters())
         self.optimizer = build_optimizer(params, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
-        autocast = None
-        if self.device.type == "cuda" and cfg.model.dtype in ("bfloat16", "float16", "auto"):
-            autocast = torch.float16 if cfg.model.dtype == "float16" else torch.bfloat16
+        # with FSDP2's mixed precision the shards are cast for compute: no autocast on top
+        autocast = None if sharded else half
         self.autocast_dtype = autocast
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
@@ -285,12 +310,14 @@ class Trainer:
             ref_model=self.ref_model,
             dist=self.dist,
             autocast_dtype=autocast,
+            wrapped=self.wrapped,
+            ref_context=None if self.peft is None else self.peft.disable_adapter,
         )
         from reasonlab.rollout import get_engine
 
         self.engine = get_engine(
             cfg.rollout.engine,
-            model=self.model,
+            model=self.generation_model,
             tokenizer=self.tokenizer,
             batch_size=cfg.rollout.batch_size,
         )
@@ -350,7 +377,7 @@ class Trainer:
         ref = self.ref_model
         state = load_checkpoint(
             checkpoint,
-            model=self.model,
+            model=self.model if self.peft is None else self.peft,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             value_head=self.value_head,
@@ -364,6 +391,7 @@ class Trainer:
             state.get("entropy_coef", self.config.algorithm.entropy_coef)
         )
         self.learner.last_entropy = state.get("last_entropy")
+        self._sync_engine()
         if self.dist.is_main:
             for name in RUN_FILES:
                 truncate_run_file(self.run_dir / name, self.step)
@@ -372,9 +400,17 @@ class Trainer:
             ]
         self.dist.barrier()
 
+    def _sync_engine(self) -> None:
+        """Hand the policy's current weights to the generation engine (under FSDP: gathered from
+        the shards on every rank, a collective)."""
+        if self.wrapped.sharded:
+            self.engine.update_weights(full_state_dict(self.model))
+        else:
+            self.engine.update_weights(self.model)
+
     def _save(self) -> None:
-        if not self.dist.is_main:
-            return
+        if not self.dist.is_main and not self.wrapped.sharded:
+            return  # replicated state: rank 0 writes it; sharded: every rank writes its shards
         save_checkpoint(
             self.run_dir,
             self.step,
@@ -393,7 +429,17 @@ class Trainer:
             value_head=self.value_head,
             ref_model=self.ref_model if self.ref_step > 0 else None,
             keep=self.config.run.keep_checkpoints,
+            dist=self.dist,
+            peft=self.peft,
         )
+
+    def export_merged(self, path: Path) -> Path:
+        """Save the policy with its LoRA adapters merged into the base weights (W + (alpha / r) B
+        A) as a standard Hugging Face folder; the trained model is left as it is."""
+        from reasonlab import models
+
+        merged = copy.deepcopy(self.peft).merge_and_unload()
+        return models.save(merged, self.tokenizer, path)
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -590,7 +636,7 @@ class Trainer:
             if step % cfg.algorithm.ref_refresh_every == 0:
                 self.ref_model.load_state_dict(self.model.state_dict())
                 self.ref_step = step
-        self.engine.update_weights(self.model)
+        self._sync_engine()
         tokens = sum(len(r.completion_ids) for r in data["rollouts"])  # all ranks
         metrics.update(
             {
@@ -718,6 +764,8 @@ class Trainer:
                 if (cfg.run.save_every and step % cfg.run.save_every == 0) or last:
                     self._save()
                     self.dist.barrier()
+            if self.peft is not None and self.dist.is_main:
+                self.export_merged(self.run_dir / "merged")
         finally:
             if bar is not None:
                 bar.close()

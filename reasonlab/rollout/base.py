@@ -56,6 +56,7 @@ class RolloutEngine(Protocol):
         (of the sampling distribution) and finish reason."""
         ...
 
-    def update_weights(self, model) -> None:  # noqa: ANN001 - a torch module
-        """Load the policy's current weights (a no-op when the engine shares the model object)."""
+    def update_weights(self, model) -> None:  # noqa: ANN001 - a torch module or a state dict
+        """Load the policy's current weights, a module or its (full) state dict, without a
+        save/load round trip (a no-op when the engine shares the model object)."""
         ...

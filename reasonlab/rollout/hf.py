@@ -34,7 +34,7 @@ cut right after the stop string (which it keeps), as in vLLM.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -76,9 +76,11 @@ class HFEngine:
         self._generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
 
     def update_weights(self, model: Any) -> None:
-        """Take the policy's current weights: nothing to do when it is the model we sample from."""
+        """Take the policy's current weights (a module, or its state dict: the weights gathered
+        from FSDP shards), in memory; nothing to do when it is the model we sample from."""
         if model is not self.model:
-            self.model.load_state_dict(model.state_dict())
+            state = model if isinstance(model, Mapping) else model.state_dict()
+            self.model.load_state_dict(state)
 
     def generate(
         self, prompts: Sequence[Prompt | str], params: SamplingParams | None = None
