@@ -184,7 +184,7 @@ def test_quick_run_resumes_reuses_and_writes_results(tmp_path):
     assert (out / "cosine_reward" / "cosine_reward.png").stat().st_size > 1000
     page = (out / "report.html").read_text()
     assert 'id="cosine_reward"' in page and html.escape(results["verdict"]) in page
-    assert "needs reasonlab sft (issue 10)" in page
+    assert "arms with an SFT stage" in page
     # 3. again: every run is reused, nothing trains, the same numbers come back
     logs.clear()
     again = run_experiment("cosine_reward", out, seeds=2, quick=True, log=logs.append)

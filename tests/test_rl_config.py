@@ -13,7 +13,7 @@ from reasonlab.config import ConfigError, load_config, undocumented_fields
 from reasonlab.rl.config import TrainConfig, locate, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-RECIPES = sorted(CONFIGS.glob("*.yaml"))
+RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.stem.startswith("sft_"))  # RL
 TINY = [p for p in RECIPES if p.stem.endswith("_tiny")]
 
 

@@ -317,3 +317,17 @@ def test_generalized_jsd_limits():
     expected = 0.5 * (pt * (pt.log() - m.log())).sum(-1) + 0.5 * (ps * (ps.log() - m.log())).sum(-1)
     torch.testing.assert_close(mid, expected)
     assert torch.all(generalized_jsd(s, s, 0.5, 2.0).abs() < 1e-6)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "configs").glob("sft_*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_every_sft_recipe_loads_and_validates(path):
+    from reasonlab.config import load_config
+    from reasonlab.sft.config import SFTConfig
+
+    cfg = load_config(SFTConfig, str(path), [])
+    cfg.validate()  # field checks only: the recipe's model and data folders are the user's
+    assert cfg.data.train_files and cfg.model.path
