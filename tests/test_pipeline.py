@@ -11,6 +11,7 @@ import pytest
 from reasonlab import pipeline
 from reasonlab.cli import main
 from reasonlab.config import ConfigError, load_config
+from reasonlab.rl.trainer import build_scorer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +123,7 @@ def test_bad_recipes_are_refused_with_where_and_what(tmp_path):
     assert "two stages are named 'a'" in check(
         "stages:\n  - {name: a, kind: pretrain}\n  - {name: a, kind: pretrain}\n"
     )
-    assert "bad.yaml:2: field 'stages[0].kind': expected one of 'pretrain', 'sft'" in check(
+    assert "bad.yaml:2: field 'stages[0].kind': expected one of 'pretrain', 'cot', 'sft'" in check(
         "stages:\n  - {name: a, kind: distil}\n"
     )
     msg = check(
@@ -135,9 +136,15 @@ def test_bad_recipes_are_refused_with_where_and_what(tmp_path):
     assert "has a 'eval' section" in check(
         "stages:\n  - {name: s, kind: sample, model: m, eval: {n: 2}}\n"
     )
-    assert "not wired to the SFT trainer yet" in check(
-        "stages:\n  - {name: t, kind: sft, model: m, data: d, sft: {recipe: r.yaml}}\n"
+    assert "cot.kind 'longest' is unknown; valid: short, long," in check(
+        "stages:\n  - {name: c, kind: cot, cot: {kind: longest}}\n"
     )
+    assert "(cot) starts from nothing" in check("stages:\n  - {name: c, kind: cot, model: m}\n")
+    msg = check(
+        "stages:\n  - {name: a, kind: pretrain}\n"
+        "  - {name: t, kind: sft, model: a, data: a, sft: {recipe: r.yaml}}\n"
+    )
+    assert "data 'a' is a pretrain stage" in msg and "cot, sample" in msg
     assert "bad.yaml:2" in check("stages:\n  - {name: s, kind: sample, model: m, sample: {n: x}}\n")
 
 
@@ -155,7 +162,16 @@ def test_shipped_pipeline_recipes_load(recipe):
     config = pipeline.load(recipe)
     names = [s.name for s in config.stages]
     assert len(names) == len(set(names))
-    for stage in config.stages:  # every stage recipe they name exists
-        if stage.kind in ("rl", "sft"):
-            p = pipeline.Pipeline(config, base=recipe.parent, log=lambda _: None)
-            assert p.path(stage.settings().recipe, what=stage.name).is_file()
+    pipe = pipeline.Pipeline(config, base=recipe.parent, log=lambda _: None)
+    extra = {"rl": ["model.path=tiny"], "sft": ["model.path=tiny", "data.train_files=[d.jsonl]"]}
+    for stage in config.stages:  # every stage recipe exists and takes the stage's overrides
+        if stage.kind in extra:
+            config = pipeline.stage_recipe(pipe, stage, extra[stage.kind])
+            if stage.kind == "rl":  # reward parameters too (presets, lengths)
+                build_scorer(config.rewards)
+
+
+def test_the_papers_pipelines_ship_with_tiny_variants():
+    shipped = {p.stem for p in (ROOT / "configs" / "pipelines").glob("*.yaml")}
+    for name in ("r1", "r1_distill", "sky_t1", "demystify"):
+        assert {name, f"{name}_tiny"} <= shipped
