@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -575,8 +576,10 @@ def run_sft(
     """The one call from the pipeline into the SFT trainer: train `inputs["model"]` on
     `inputs["data"]` with `stage.sft.recipe` and its overrides (the pipeline sets model.path,
     data.train_files and run.out_dir = `out / "run"`). An interrupted stage continues from the
-    newest checkpoint of its run (the recipe's `run.save_steps`), or starts over without one.
+    newest checkpoint of its run (the recipe's `run.save_steps`), or starts over without one or
+    when the run was made with other settings (`--from` after a change).
     The trained model is the run's Hugging Face folder, `out / "run" / "model"`."""
+    from reasonlab.config import config_to_yaml
     from reasonlab.sft.trainer import SFTError, SFTTrainer
 
     run_dir = out / "run"
@@ -587,6 +590,11 @@ def run_sft(
     ]
     config = stage_recipe(pipe, stage, extra)
     resume = (run_dir / "metrics.jsonl").exists()
+    if resume and (run_dir / "config.yaml").read_text() != config_to_yaml(config):
+        # left by an earlier version of this stage (`--from` after a change): obsolete
+        pipe.log(f"{stage.name}: starting over: {run_dir} was trained with other settings")
+        shutil.rmtree(run_dir)
+        resume = False
     try:
         result = SFTTrainer(config, resume=resume, log=pipe.log).train()
     except SFTError as err:

@@ -293,3 +293,14 @@ def test_r1_tiny_runs_end_to_end_and_resumes_inside_the_sft_stage(tmp_path, monk
     before = (len(calls), len(steps))
     run().run()
     assert (len(calls), len(steps)) == before
+
+    # changed sft settings, re-run with --from: the stage starts over, not from the old checkpoint
+    changed = next(s for s in config.stages if s.name == "sft")
+    changed.sft.overrides.append("training.max_steps=3")
+    again = run()
+    again.restart_from("sft")
+    taken = len(steps)
+    again.run()
+    assert steps[taken:] == [("sft", 0), ("sft", 1), ("sft", 2)]
+    metrics = [json.loads(x) for x in (out / "sft" / "run" / "metrics.jsonl").open()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
