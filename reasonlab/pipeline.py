@@ -1,6 +1,6 @@
-"""Pipelines: stages (pretrain | sft | sample | rl | eval) run in order, each feeding the next.
+"""Pipelines: stages (pretrain | cot | sft | sample | rl | eval) run in order, each feeding the next.
 
-    reasonlab pipeline configs/pipelines/rl_rs_tiny.yaml [key=value ...]
+    reasonlab pipeline configs/pipelines/r1_tiny.yaml [key=value ...]
 
 A recipe (`PipelineConfig`) lists stages by name. Each stage writes into `out_dir/<name>/` and
 names what it produced in `out_dir/<name>/done.json`:
@@ -8,8 +8,9 @@ names what it produced in `out_dir/<name>/done.json`:
 | kind | reads | writes (`outputs`) |
 |---|---|---|
 | `pretrain` | `pretrain:` (`reasonlab.models.base_model.PretrainSettings`) | `model` (a Hugging Face folder) |
+| `cot` | `cot:` (`CotStage`) | `data` (chains of thought written by program, `reasonlab.tasks.cot`) |
 | `sample` | `model`, `sample:` (`SampleStage`) | `data` (rejection-sampled JSONL, `reasonlab.sft.sample`) |
-| `sft` | `model`, `data`, `sft:` (a recipe and overrides) | `model` |
+| `sft` | `model`, `data`, `sft:` (a `reasonlab sft` recipe and overrides) | `model` |
 | `rl` | `model` (optional), `rl:` (a `reasonlab train` recipe and overrides) | `model` (the final policy), `run` |
 | `eval` | `model`, `eval:` (`EvalStage`) | `results` (results.json of `reasonlab eval`) |
 
@@ -17,10 +18,11 @@ A stage's `model` and `data` name an earlier stage (its output is used) or a pat
 `done.json` exists is not run again (its settings must be unchanged: a changed stage is an error
 that says how to re-run it, `--from NAME`); an interrupted pipeline starts again at the first
 stage without one, and that stage resumes what it can: sampling and evaluation from their stored
-generations, RL from its newest checkpoint (when its recipe saves them: `run.save_every`),
-pretraining from scratch.
+generations, RL and SFT from their newest checkpoints (when their recipes save them:
+`run.save_every`, `run.save_steps`), pretraining and CoT writing from scratch.
 
-The `sft` stage calls the SFT trainer through `run_sft` alone (issue 10 part A).
+The seed papers' pipelines are recipes in `configs/pipelines/` (r1, r1_distill, sky_t1,
+demystify; a `_tiny` CPU variant of each).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,10 +40,12 @@ from typing import Any, Literal
 from reasonlab.io import atomic_write_text
 from reasonlab.models.base_model import PretrainSettings
 
-KINDS = ("pretrain", "sft", "sample", "rl", "eval")
+KINDS = ("pretrain", "cot", "sft", "sample", "rl", "eval")
 DONE = "done.json"
 MODEL_KINDS = ("pretrain", "sft", "rl")
 """Stage kinds whose output is a model."""
+DATA_KINDS = ("cot", "sample")
+"""Stage kinds whose output is SFT data."""
 
 
 class PipelineError(ValueError):
@@ -57,8 +62,10 @@ class SampleStage:
     """Task generator parameters."""
     source: str = "train"
     """train (outside the held-out share), heldout or benchmark:NAME (evaluation only)."""
-    problems: int = 100
-    """How many problems."""
+    data: str | None = None
+    """File-backed tasks: a shipped split or a JSONL file of problems (None: generated)."""
+    problems: int | None = 100
+    """How many problems (None: every problem of `data` in the share)."""
     held_out_fraction: float = 0.2
     """Share of the problem space held out for evaluation (the RL run's task.held_out_fraction)."""
     problem_seed: int = 0
@@ -87,6 +94,29 @@ class SampleStage:
     """Accuracy scheme of each row's reward."""
     batch_size: int = 8
     """Problems per generation batch."""
+
+
+@dataclass
+class CotStage:
+    """Chains of thought written by program (`reasonlab cot`, `reasonlab.tasks.cot.cot_rows`)."""
+
+    kind: str = "long"
+    """short, long (constructed long CoT), all_behaviours, backtracking_only, no_behaviours,
+    empty_cot or wrong_answers (`reasonlab.tasks.cot.KINDS`)."""
+    n: int = 1000
+    """Rows to write."""
+    problems: int | None = None
+    """Distinct training problems (None: n); rows cycle over them."""
+    task: str = "countdown"
+    """Task with a CoT generator (`reasonlab.tasks.cot.TASKS`)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Task generator parameters (three numbers always)."""
+    held_out_fraction: float = 0.2
+    """Share of the problem space held out for evaluation; no row comes from it."""
+    seed: int = 0
+    """Seed of the problems and the texts (the same seed gives every kind the same problems)."""
+    template: str = "r1-zero"
+    """Prompt template: r1-zero or qwen-instruct."""
 
 
 @dataclass
@@ -129,14 +159,16 @@ class StageConfig:
 
     name: str
     """Unique name; its folder is out_dir/<name>."""
-    kind: Literal["pretrain", "sft", "sample", "rl", "eval"]
+    kind: Literal["pretrain", "cot", "sft", "sample", "rl", "eval"]
     """What the stage does."""
     model: str | None = None
     """The model it starts from: an earlier stage's name (pretrain, sft or rl) or a folder."""
     data: str | None = None
-    """sft: its training data, a sample stage's name or a JSONL path."""
+    """sft: its training data, a sample or cot stage's name or a JSONL path."""
     pretrain: PretrainSettings | None = None
     """pretrain: the base model's settings (`reasonlab pretrain`)."""
+    cot: CotStage | None = None
+    """cot: the kind of chain of thought, how many rows, the problems."""
     sample: SampleStage | None = None
     """sample: problems, sampling and keep rule."""
     rl: TrainStage | None = None
@@ -153,6 +185,7 @@ class StageConfig:
             return section
         return {
             "pretrain": PretrainSettings,
+            "cot": CotStage,
             "sample": SampleStage,
             "rl": TrainStage,
             "sft": TrainStage,
@@ -169,11 +202,25 @@ class StageConfig:
             raise ValueError(f"stage {self.name!r} ({self.kind}) needs a model")
         if self.kind == "sft" and not self.data:
             raise ValueError(f"stage {self.name!r} (sft) needs data")
-        if self.kind == "sft":  # refused before any stage runs; drop this when run_sft is wired
+        if self.kind in ("pretrain", "cot") and (self.model or self.data):
             raise ValueError(
-                f"stage {self.name!r}: the sft stage is not wired to the SFT trainer yet "
-                "(reasonlab.pipeline.run_sft)"
+                f"stage {self.name!r} ({self.kind}) starts from nothing: remove its model/data"
             )
+        if self.kind == "cot":
+            from reasonlab.tasks.cot import KINDS as COT_KINDS
+            from reasonlab.tasks.cot import TASKS as COT_TASKS
+
+            cot = self.settings()
+            if cot.kind not in COT_KINDS:
+                raise ValueError(
+                    f"stage {self.name!r}: cot.kind {cot.kind!r} is unknown; valid: "
+                    f"{', '.join(COT_KINDS)}"
+                )
+            if cot.task not in COT_TASKS:
+                raise ValueError(
+                    f"stage {self.name!r}: cot.task {cot.task!r} has no CoT generator; valid: "
+                    f"{', '.join(COT_TASKS)}"
+                )
         if self.kind in ("rl", "sft") and not self.settings().recipe:
             raise ValueError(f"stage {self.name!r} ({self.kind}) needs {self.kind}.recipe")
 
@@ -199,7 +246,7 @@ class PipelineConfig:
                 raise ValueError(f"two stages are named {stage.name!r}")
             if not stage.name or "/" in stage.name or stage.name.startswith("."):
                 raise ValueError(f"stage name {stage.name!r} must be a plain folder name")
-            for what, wanted in (("model", MODEL_KINDS), ("data", ("sample",))):
+            for what, wanted in (("model", MODEL_KINDS), ("data", DATA_KINDS)):
                 ref = getattr(stage, what)
                 if ref in seen and seen[ref] not in wanted:
                     raise ValueError(
@@ -366,6 +413,7 @@ def run_sample(
         seed=cfg.problem_seed,
         params=cfg.params,
         held_out_fraction=cfg.held_out_fraction,
+        data=cfg.data,
     )
     settings = {
         "model": str(Path(inputs["model"]).resolve()),
@@ -397,21 +445,37 @@ def run_sample(
     return {"data": str(data)}, result
 
 
+def stage_recipe(pipe: Pipeline, stage: StageConfig, extra: list[str]) -> Any:
+    """An rl or sft stage's recipe (`TrainConfig`, `SFTConfig`) with the stage's overrides, then
+    `extra` (what the pipeline sets: model.path, data, run.out_dir), checked before any model is
+    loaded; ConfigError names file:line or the override."""
+    from reasonlab.config import load_config
+    from reasonlab.rl.config import TrainConfig
+    from reasonlab.sft.config import SFTConfig
+
+    cfg: TrainStage = stage.settings()
+    recipe = pipe.path(cfg.recipe, what=f"stage {stage.name!r} {stage.kind}.recipe")
+    cls = {"rl": TrainConfig, "sft": SFTConfig}[stage.kind]
+    overrides = [*cfg.overrides, *extra]
+    config = load_config(cls, recipe, overrides)
+    if stage.kind == "rl":  # names (rewards, estimators, tasks) against their registries
+        from reasonlab.rl.config import validate
+
+        validate(config, source=str(recipe), overrides=overrides)
+    return config
+
+
 def run_rl(
     pipe: Pipeline, stage: StageConfig, inputs: dict[str, str], out: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
     from reasonlab import models
-    from reasonlab.config import load_config
-    from reasonlab.rl.config import TrainConfig
     from reasonlab.rl.trainer import Trainer
 
-    cfg: TrainStage = stage.settings()
-    recipe = pipe.path(cfg.recipe, what=f"stage {stage.name!r} rl.recipe")
     run_dir = out / "run"
-    overrides = [*cfg.overrides, f"run.out_dir={run_dir}"]
+    extra = [f"run.out_dir={json.dumps(str(run_dir))}"]
     if "model" in inputs:
-        overrides.append(f"model.path={inputs['model']}")
-    config = load_config(TrainConfig, recipe, overrides)
+        extra.append(f"model.path={json.dumps(inputs['model'])}")
+    config = stage_recipe(pipe, stage, extra)
     # an interrupted stage continues from its newest checkpoint (or starts over without one)
     resume = (run_dir / "metrics.jsonl").exists()
     trainer = Trainer(config, resume=resume)
@@ -473,20 +537,81 @@ def run_eval(
     return {"results": str(out / report.RESULTS_JSON)}, summary
 
 
+def run_cot(
+    pipe: Pipeline, stage: StageConfig, inputs: dict[str, str], out: Path
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Chains of thought written by program (`reasonlab.tasks.cot.cot_rows`) into
+    `out / "cot.jsonl"`: the data of a cold start from constructed long CoT."""
+    from reasonlab.io import write_jsonl
+    from reasonlab.tasks.cot import cot_rows
+
+    cfg: CotStage = stage.settings()
+    try:
+        rows = cot_rows(
+            cfg.kind,
+            cfg.n,
+            task_name=cfg.task,
+            problems=cfg.problems,
+            seed=cfg.seed,
+            params=cfg.params,
+            held_out_fraction=cfg.held_out_fraction,
+            template=cfg.template,
+        )
+    except ValueError as err:
+        raise PipelineError(f"stage {stage.name!r}: {err}") from None
+    data = out / "cot.jsonl"
+    write_jsonl(data, rows)
+    summary = {
+        "rows": len(rows),
+        "problems": len({r["key"] for r in rows}),
+        "correct": sum(r["correct"] for r in rows) / len(rows),
+    }
+    pipe.log(f"wrote {len(rows)} {cfg.kind} chains of thought to {data}")
+    return {"data": str(data)}, summary
+
+
 def run_sft(
     pipe: Pipeline, stage: StageConfig, inputs: dict[str, str], out: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """The one call from the pipeline into the SFT trainer (issue 10 part A): train
-    `inputs["model"]` on `inputs["data"]` with `stage.sft.recipe` and its overrides, save the
-    result in `out / "model"`. Not wired yet: the trainer lands separately."""
-    raise PipelineError(
-        f"stage {stage.name!r}: the sft stage is not wired to the SFT trainer yet "
-        "(reasonlab.pipeline.run_sft)"
-    )
+    """The one call from the pipeline into the SFT trainer: train `inputs["model"]` on
+    `inputs["data"]` with `stage.sft.recipe` and its overrides (the pipeline sets model.path,
+    data.train_files and run.out_dir = `out / "run"`). An interrupted stage continues from the
+    newest checkpoint of its run (the recipe's `run.save_steps`), or starts over without one or
+    when the run was made with other settings (`--from` after a change).
+    The trained model is the run's Hugging Face folder, `out / "run" / "model"`."""
+    from reasonlab.config import config_to_yaml
+    from reasonlab.sft.trainer import SFTError, SFTTrainer
+
+    run_dir = out / "run"
+    extra = [
+        f"model.path={json.dumps(inputs['model'])}",
+        f"data.train_files={json.dumps([inputs['data']])}",
+        f"run.out_dir={json.dumps(str(run_dir))}",
+    ]
+    config = stage_recipe(pipe, stage, extra)
+    resume = (run_dir / "metrics.jsonl").exists()
+    if resume and (run_dir / "config.yaml").read_text() != config_to_yaml(config):
+        # left by an earlier version of this stage (`--from` after a change): obsolete
+        pipe.log(f"{stage.name}: starting over: {run_dir} was trained with other settings")
+        shutil.rmtree(run_dir)
+        resume = False
+    try:
+        result = SFTTrainer(config, resume=resume, log=pipe.log).train()
+    except SFTError as err:
+        raise PipelineError(f"stage {stage.name!r}: {err}") from None
+    summary = {
+        "steps": result["steps"],
+        "final": result["final"],
+        "eval": result["eval"],
+        "before": result["before"],
+        "data": result["data"],
+    }
+    return {"model": result["model"], "run": str(run_dir)}, summary
 
 
 RUNNERS: dict[str, Callable[..., tuple[dict[str, str], dict[str, Any]]]] = {
     "pretrain": run_pretrain,
+    "cot": run_cot,
     "sample": run_sample,
     "rl": run_rl,
     "eval": run_eval,
@@ -502,6 +627,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig
 
 
 __all__ = [
+    "CotStage",
     "EvalStage",
     "KINDS",
     "Pipeline",
@@ -511,5 +637,7 @@ __all__ = [
     "StageConfig",
     "TrainStage",
     "load",
+    "run_cot",
     "run_sft",
+    "stage_recipe",
 ]

@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from reasonlab import pipeline
 from reasonlab.cli import main
 from reasonlab.config import ConfigError, load_config
+from reasonlab.rl.trainer import build_scorer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +124,7 @@ def test_bad_recipes_are_refused_with_where_and_what(tmp_path):
     assert "two stages are named 'a'" in check(
         "stages:\n  - {name: a, kind: pretrain}\n  - {name: a, kind: pretrain}\n"
     )
-    assert "bad.yaml:2: field 'stages[0].kind': expected one of 'pretrain', 'sft'" in check(
+    assert "bad.yaml:2: field 'stages[0].kind': expected one of 'pretrain', 'cot', 'sft'" in check(
         "stages:\n  - {name: a, kind: distil}\n"
     )
     msg = check(
@@ -135,9 +137,15 @@ def test_bad_recipes_are_refused_with_where_and_what(tmp_path):
     assert "has a 'eval' section" in check(
         "stages:\n  - {name: s, kind: sample, model: m, eval: {n: 2}}\n"
     )
-    assert "not wired to the SFT trainer yet" in check(
-        "stages:\n  - {name: t, kind: sft, model: m, data: d, sft: {recipe: r.yaml}}\n"
+    assert "cot.kind 'longest' is unknown; valid: short, long," in check(
+        "stages:\n  - {name: c, kind: cot, cot: {kind: longest}}\n"
     )
+    assert "(cot) starts from nothing" in check("stages:\n  - {name: c, kind: cot, model: m}\n")
+    msg = check(
+        "stages:\n  - {name: a, kind: pretrain}\n"
+        "  - {name: t, kind: sft, model: a, data: a, sft: {recipe: r.yaml}}\n"
+    )
+    assert "data 'a' is a pretrain stage" in msg and "cot, sample" in msg
     assert "bad.yaml:2" in check("stages:\n  - {name: s, kind: sample, model: m, sample: {n: x}}\n")
 
 
@@ -155,7 +163,144 @@ def test_shipped_pipeline_recipes_load(recipe):
     config = pipeline.load(recipe)
     names = [s.name for s in config.stages]
     assert len(names) == len(set(names))
-    for stage in config.stages:  # every stage recipe they name exists
-        if stage.kind in ("rl", "sft"):
-            p = pipeline.Pipeline(config, base=recipe.parent, log=lambda _: None)
-            assert p.path(stage.settings().recipe, what=stage.name).is_file()
+    pipe = pipeline.Pipeline(config, base=recipe.parent, log=lambda _: None)
+    extra = {"rl": ["model.path=tiny"], "sft": ["model.path=tiny", "data.train_files=[d.jsonl]"]}
+    for stage in config.stages:  # every stage recipe exists and takes the stage's overrides
+        if stage.kind in extra:
+            config = pipeline.stage_recipe(pipe, stage, extra[stage.kind])
+            if stage.kind == "rl":  # reward parameters too (presets, lengths)
+                build_scorer(config.rewards)
+
+
+def test_the_papers_pipelines_ship_with_tiny_variants():
+    shipped = {p.stem for p in (ROOT / "configs" / "pipelines").glob("*.yaml")}
+    for name in ("r1", "r1_distill", "sky_t1", "demystify"):
+        assert {name, f"{name}_tiny"} <= shipped
+
+
+def _reduced_r1_tiny(tmp_path) -> Path:
+    """configs/pipelines/r1_tiny.yaml with every stage cut to seconds: mechanics, not learning.
+    Rejection sampling keeps every sample (a 6-step base is rarely right)."""
+    recipe = yaml.safe_load((ROOT / "configs" / "pipelines" / "r1_tiny.yaml").read_text())
+    recipe["out_dir"] = str(tmp_path / "out")
+    recipe["num_threads"] = 1
+    fewer = {
+        "pretrain": {"problems": 16, "attempts": 2, "steps": 6, "batch_size": 4, "vocab_size": 512},
+        "cot": {"n": 12, "problems": 6},
+        "sample": {"problems": 3, "n": 2, "keep": "all", "k": None, "max_new_tokens": 24},
+        "eval": {"n": 2, "limit": 3, "max_new_tokens": 24},
+    }
+    shorter = {
+        "sft": [
+            "training.max_steps=4",
+            "training.per_device_train_batch_size=1",
+            "task.eval_examples=2",
+            "task.max_new_tokens=16",
+            "run.save_steps=1",
+            "run.logging_steps=1",
+            "run.progress=false",
+            "run.num_threads=1",
+        ],
+        "rl": [
+            "run.steps=2",
+            "batching.prompts_per_step=2",
+            "rollout.n=2",
+            "rollout.max_new_tokens=24",
+            "task.eval_size=2",
+            "run.eval_every=0",
+            "run.eval_before_train=false",
+            "run.save_every=1",
+            "run.num_threads=1",
+        ],
+    }
+    for stage in recipe["stages"]:
+        kind = stage["kind"]
+        if kind in fewer:
+            stage[kind].update(fewer[kind])
+        else:
+            stage[kind]["overrides"] += shorter[kind]
+    path = tmp_path / "r1_reduced.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.slow
+def test_r1_tiny_runs_end_to_end_and_resumes_inside_the_sft_stage(tmp_path, monkeypatch):
+    from reasonlab.sft.trainer import SFTTrainer
+
+    config = pipeline.load(_reduced_r1_tiny(tmp_path))
+    kinds = [s.kind for s in config.stages]
+    assert kinds == ["pretrain", "cot", "sft", "rl", "sample", "sft", "rl", "eval"]
+    out = tmp_path / "out"
+    calls: list[str] = []
+    for kind, real in dict(pipeline.RUNNERS).items():
+
+        def runner(pipe, stage, inputs, folder, real=real):
+            calls.append(stage.name)
+            return real(pipe, stage, inputs, folder)
+
+        monkeypatch.setitem(pipeline.RUNNERS, kind, runner)
+    steps: list[tuple[str, int]] = []  # (stage, step before it) of every SFT step taken
+    real_step = SFTTrainer.train_step
+
+    def killed_at_cold_start_step_3(self):
+        stage = self.run_dir.parent.name
+        if stage == "cold_start" and self.step == 2 and not steps.count(("kill", 2)):
+            steps.append(("kill", 2))
+            raise KeyboardInterrupt("simulated kill during the sft stage")
+        steps.append((stage, self.step))
+        return real_step(self)
+
+    monkeypatch.setattr(SFTTrainer, "train_step", killed_at_cold_start_step_3)
+
+    def run():
+        return pipeline.Pipeline(config, base=ROOT / "configs" / "pipelines", log=lambda _: None)
+
+    with pytest.raises(KeyboardInterrupt):
+        run().run()
+    assert calls == ["base", "cold_start_data", "cold_start"]
+    assert steps == [("cold_start", 0), ("cold_start", 1), ("kill", 2)]
+    assert not (out / "cold_start" / "done.json").exists()
+
+    # rerun: the finished stages are skipped, the sft stage continues from its step-2 checkpoint
+    outputs = run().run()
+    assert calls[3:] == [s.name for s in config.stages[2:]]
+    assert steps[3:5] == [("cold_start", 2), ("cold_start", 3)]
+    metrics = [json.loads(x) for x in (out / "cold_start" / "run" / "metrics.jsonl").open()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    for stage in config.stages:  # every stage marked done
+        assert _done(tmp_path, stage.name)["stage"] == stage.name
+    # the sft stage's model feeds the next stage: the RL run trained that folder
+    sft_model = out / "cold_start" / "run" / "model"
+    assert outputs["cold_start"]["model"] == str(sft_model)
+    assert (sft_model / "config.json").is_file()
+    assert _done(tmp_path, "reasoning_rl")["inputs"]["model"] == str(sft_model)
+    rl_config = yaml.safe_load((out / "reasoning_rl" / "run" / "config.yaml").read_text())
+    assert rl_config["model"]["path"] == str(sft_model)
+    # the cold start trained on the cot stage's rows; the second sft on the rejection samples
+    assert _done(tmp_path, "cold_start")["inputs"]["data"] == str(
+        out / "cold_start_data" / "cot.jsonl"
+    )
+    assert _done(tmp_path, "cold_start")["summary"]["data"]["kept"] == 12
+    assert _done(tmp_path, "sft")["inputs"] == {
+        "model": str(out / "base" / "model"),
+        "data": str(out / "rejection_sampling" / "samples.jsonl"),
+    }
+    assert _done(tmp_path, "rl")["inputs"]["model"] == str(out / "sft" / "run" / "model")
+    assert _done(tmp_path, "eval")["inputs"]["model"] == str(out / "rl" / "model")
+
+    # all done: a rerun runs nothing
+    before = (len(calls), len(steps))
+    run().run()
+    assert (len(calls), len(steps)) == before
+
+    # changed sft settings, re-run with --from: the stage starts over, not from the old checkpoint
+    changed = next(s for s in config.stages if s.name == "sft")
+    changed.sft.overrides.append("training.max_steps=3")
+    again = run()
+    again.restart_from("sft")
+    taken = len(steps)
+    again.run()
+    assert steps[taken:] == [("sft", 0), ("sft", 1), ("sft", 2)]
+    metrics = [json.loads(x) for x in (out / "sft" / "run" / "metrics.jsonl").open()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]

@@ -12,8 +12,9 @@ from pathlib import Path
 from reasonlab.cli import CLIError, HelpFormatter
 
 EPILOG = """\
-stages: pretrain | sft | sample | rl | eval; a stage's `model` and `data` name an earlier stage
-(its output) or a path. Example recipe:
+stages: pretrain | cot | sft | sample | rl | eval; a stage's `model` and `data` name an earlier
+stage (its output) or a path. The seed papers' pipelines: configs/pipelines/{r1,r1_distill,sky_t1,
+demystify}.yaml and their _tiny CPU variants. Example recipe:
 
   out_dir: runs/rs_rl
   stages:
@@ -28,7 +29,7 @@ stages: pretrain | sft | sample | rl | eval; a stage's `model` and `data` name a
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pipeline",
-        help="run a pipeline of stages (pretrain, sft, sample, rl, eval) with resume",
+        help="run a pipeline of stages (pretrain, cot, sft, sample, rl, eval) with resume",
         description=__doc__,
         epilog=EPILOG,
         formatter_class=HelpFormatter,
