@@ -160,6 +160,21 @@ def write_jsonl(
     return count
 
 
+def start_run_dir(
+    run_dir: PathLike, config: Any, files: Iterable[str], heldout: Iterable[Mapping[str, Any]]
+) -> None:
+    """A fresh run folder (RL, SFT): `config.yaml`, the run's log files empty, and `heldout.jsonl`
+    (the held-out examples with their keys, so that anyone can audit what was evaluated)."""
+    from reasonlab.config import dump_config
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / "config.yaml")
+    for name in files:
+        (run_dir / name).write_text("")
+    write_jsonl(run_dir / "heldout.jsonl", heldout)
+
+
 def truncate_run_file(path: PathLike, step: int) -> int:
     """Keep the rows of a run log whose `step` is <= `step` (a resumed run rewrites the later
     ones); returns the number kept. Atomic, like every write here."""

@@ -72,7 +72,7 @@ import torch
 
 from reasonlab.analysis.dynamics import step_metrics
 from reasonlab.eval import runner as eval_runner
-from reasonlab.io import read_run_file, truncate_run_file, write_jsonl
+from reasonlab.io import read_run_file, start_run_dir, truncate_run_file
 from reasonlab.models import enable_gradient_checkpointing
 from reasonlab.optim import lr_factor
 from reasonlab.parallel import add_lora, full_state_dict, wrap_model
@@ -362,14 +362,10 @@ class Trainer:
         return model.to(self.device), tokenizer
 
     def _start_run_dir(self) -> None:
-        from reasonlab.config import dump_config
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(self.config, self.run_dir / "config.yaml")
-        for name in RUN_FILES:
-            (self.run_dir / name).write_text("")
-        write_jsonl(
-            self.run_dir / "heldout.jsonl",
+        start_run_dir(
+            self.run_dir,
+            self.config,
+            RUN_FILES,
             [{**ex.to_dict(), "key": self.task.key(ex)} for ex in self.eval_examples],
         )
 

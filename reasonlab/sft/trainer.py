@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasonlab.io import read_run_file, truncate_run_file, write_jsonl
+from reasonlab.io import read_run_file, start_run_dir, truncate_run_file
 from reasonlab.models.pretrain import RowStream, pack, supervised_step
 from reasonlab.optim import adamw, scheduler
 from reasonlab.records import Example
@@ -259,14 +259,10 @@ class SFTTrainer:
     # -- run folder -------------------------------------------------------------------------
 
     def _start_run_dir(self) -> None:
-        from reasonlab.config import dump_config
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(self.config, self.run_dir / "config.yaml")
-        for name in RUN_FILES:
-            (self.run_dir / name).write_text("")
-        write_jsonl(
-            self.run_dir / "heldout.jsonl",
+        start_run_dir(
+            self.run_dir,
+            self.config,
+            RUN_FILES,
             [{**ex.to_dict(), "key": self.task.key(ex)} for ex in self.eval_examples],
         )
         info = {
