@@ -16,7 +16,8 @@ names what it produced in `out_dir/<name>/done.json`:
 
 A stage's `model` and `data` name an earlier stage (its output is used) or a path. A stage whose
 `done.json` exists is not run again (its settings must be unchanged: a changed stage is an error
-that says how to re-run it, `--from NAME`); an interrupted pipeline starts again at the first
+that says how to re-run it, `--from NAME`, which removes that stage's folder and every later
+one's and runs them from scratch); an interrupted pipeline starts again at the first
 stage without one, and that stage resumes what it can: sampling and evaluation from their stored
 generations, RL and SFT from their newest checkpoints (when their recipes save them:
 `run.save_every`, `run.save_steps`), pretraining and CoT writing from scratch.
@@ -281,13 +282,14 @@ class Pipeline:
         return self.out / stage.name
 
     def restart_from(self, name: str) -> None:
-        """Forget that `name` and every later stage finished (their folders are kept, so
-        sampling and evaluation reuse stored generations with unchanged settings)."""
+        """Run `name` and every later stage again from scratch: their folders are removed, since
+        an earlier stage's new model may sit at the same path as the old one (a checkpoint or
+        stored generations of the old model must not be resumed)."""
         names = [s.name for s in self.config.stages]
         if name not in names:
             raise PipelineError(f"no stage {name!r}; stages: {', '.join(names)}")
         for stage in self.config.stages[names.index(name) :]:
-            (self.stage_dir(stage) / DONE).unlink(missing_ok=True)
+            shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
 
     def run(self) -> dict[str, dict[str, str]]:
         """Run every unfinished stage in order; returns each stage's outputs."""

@@ -299,6 +299,9 @@ def test_r1_tiny_runs_end_to_end_and_resumes_inside_the_sft_stage(tmp_path, monk
     changed.sft.overrides.append("training.max_steps=3")
     again = run()
     again.restart_from("sft")
+    # the later stages start over too: the RL stage must not resume its checkpoint of the old
+    # SFT model, which the new one replaces at the same path
+    assert not (out / "sft").exists() and not (out / "rl").exists()
     taken = len(steps)
     again.run()
     assert steps[taken:] == [("sft", 0), ("sft", 1), ("sft", 2)]

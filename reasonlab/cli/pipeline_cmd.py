@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--from",
         dest="start",
         metavar="STAGE",
-        help="run STAGE and every later stage again, even if done",
+        help="run STAGE and every later stage again from scratch (their folders are removed)",
     )
     p.add_argument("--check", action="store_true", help="load and validate the recipe, then exit")
     p.set_defaults(func=run)
