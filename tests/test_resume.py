@@ -19,17 +19,16 @@ schedule, the data position, a reference model refreshed mid-run, and held-out e
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill_switch import launch
 from safetensors.torch import load_file
 
 from reasonlab.rl.trainer import strip_timing
@@ -78,35 +77,12 @@ LAUNCHER = textwrap.dedent(
             return [t.count("7") / max(1, len(t)) for t in batch.texts]
 
 
-    import os
-    import signal
+    from kill_switch import install
 
     # REASONLAB_TEST_KILL=WHERE:N makes this process SIGKILL itself on the N-th call of the PPO
     # policy loss (WHERE=update: inside Learner.update) or of torch.save (WHERE=save: inside a
     # checkpoint write, after the model files and before the optimiser state)
-    if os.environ.get("REASONLAB_TEST_KILL"):
-        where, nth = os.environ["REASONLAB_TEST_KILL"].split(":")
-        calls = {"n": 0}
-
-        def killing(real):
-            def wrapped(*args, **kwargs):
-                calls["n"] += 1
-                if calls["n"] == int(nth):
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return real(*args, **kwargs)
-
-            return wrapped
-
-        if where == "update":
-            import reasonlab.rl.learner as learner
-
-            learner.policy_loss = killing(learner.policy_loss)
-        elif where == "save":
-            import torch
-
-            torch.save = killing(torch.save)
-        else:
-            raise SystemExit(f"REASONLAB_TEST_KILL: unknown place {where!r}")
+    install({"update": ("reasonlab.rl.learner", "policy_loss"), "save": ("torch", "save")})
 
     from reasonlab.cli import main
 
@@ -117,17 +93,7 @@ POLICY_LOSS_CALLS_PER_STEP = 2 * 2 * 2  # ppo_epochs x minibatches x micro-batch
 
 
 def _launch(tmp_path: Path, *args: str, kill: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-    env.pop("REASONLAB_TEST_KILL", None)
-    if kill:
-        env["REASONLAB_TEST_KILL"] = kill
-    return subprocess.Popen(
-        [sys.executable, str(tmp_path / "launch.py"), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return launch(tmp_path / "launch.py", *args, kill=kill)
 
 
 def _rows(path: Path) -> list[dict]:

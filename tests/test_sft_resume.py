@@ -14,15 +14,14 @@ metrics row whose steps straddle a checkpoint (logged every 2 steps, saved every
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from kill_switch import launch
 from safetensors.torch import load_file
 
 STEPS, SAVE, ACCUMULATION = 12, 3, 2
@@ -32,33 +31,13 @@ PAIRS = [
 
 LAUNCHER = textwrap.dedent(
     """
-    import os
-    import signal
     import sys
+
+    from kill_switch import install
 
     # REASONLAB_TEST_KILL=WHERE:N: SIGKILL this process on the N-th call of the SFT loss
     # (WHERE=step) or of torch.save (WHERE=save: inside a checkpoint write)
-    if os.environ.get("REASONLAB_TEST_KILL"):
-        where, nth = os.environ["REASONLAB_TEST_KILL"].split(":")
-        calls = {"n": 0}
-
-        def killing(real):
-            def wrapped(*args, **kwargs):
-                calls["n"] += 1
-                if calls["n"] == int(nth):
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return real(*args, **kwargs)
-
-            return wrapped
-
-        if where == "step":
-            import reasonlab.sft.losses as losses
-
-            losses.nll_loss = killing(losses.nll_loss)
-        else:
-            import torch
-
-            torch.save = killing(torch.save)
+    install({"step": ("reasonlab.sft.losses", "nll_loss"), "save": ("torch", "save")})
 
     from reasonlab.cli import main
 
@@ -68,17 +47,7 @@ LAUNCHER = textwrap.dedent(
 
 
 def _launch(tmp_path: Path, *args: str, kill: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-    env.pop("REASONLAB_TEST_KILL", None)
-    if kill:
-        env["REASONLAB_TEST_KILL"] = kill
-    return subprocess.Popen(
-        [sys.executable, str(tmp_path / "launch.py"), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return launch(tmp_path / "launch.py", *args, kill=kill)
 
 
 def _rows(path: Path) -> list[dict]:
