@@ -22,7 +22,7 @@ lint: setup
 	$(BIN)/ruff format --check reasonlab tests benchmarks
 
 test: setup lint
-	$(BIN)/pytest -n 2 --durations=15
+	$(BIN)/pytest -n 2 --dist worksteal --durations=15
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from reasonlab.demo import run_demo
 
 
+@pytest.mark.slow(seconds=600)  # tests/conftest.py starts it first
 def test_grpo_raises_held_out_accuracy_of_the_demo_base_model(tmp_path):
     summary = run_demo(
         tmp_path,
