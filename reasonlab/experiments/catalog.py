@@ -629,9 +629,14 @@ register(
 
 # ----------------------------------------------------------------------------- constructed vs emergent
 
-SECOND_DISTRIBUTION = {"min_target": 31, "max_target": 60}
-"""Countdown with targets 31-60 (numbers 1-9 as the demo's): a distribution the base model never
-saw (its corpus and the RL stream are targets 10-30), reached with the same skills."""
+SMALL_TARGETS = {"min_target": 1, "max_target": 9}
+"""Countdown with targets 1-9 (numbers 1-9 as the demo's): the probe of constructed_vs_emergent
+(transfer) and warmup_data (forgetting), a distribution no arm trains on (the base's corpus and
+the RL stream are targets 10-30) that the base solves a little (greedy 6% of 50 held-out
+problems, measured 2026-11-30)."""
+LARGE_TARGETS = {"min_target": 31, "max_target": 60}
+"""Countdown with targets 31-60: warmup_data's "another distribution" of reference solutions, far
+from the base's (greedy 0% of 50 held-out problems, measured 2026-11-30)."""
 
 
 def _transfer(record: RunRecord) -> dict[str, float]:
@@ -648,7 +653,8 @@ register(
         name="constructed_vs_emergent",
         paper="Demystifying Long CoT (Yeo et al. 2025)",
         claim="SFT on emergent long CoT (sampled from an RL model, rejection-filtered) generalises "
-        "better (a second distribution) and gains more from RL than SFT on constructed long CoT",
+        "better (a second distribution: targets 1-9) and gains more from RL than SFT on "
+        "constructed long CoT",
         arms=[
             Arm(
                 "constructed",
@@ -665,7 +671,7 @@ register(
             ),
         ],
         metrics={
-            "probe_sft": "second distribution (targets 31-60): accuracy after SFT (greedy, %)",
+            "probe_sft": "second distribution (targets 1-9): accuracy after SFT (greedy, %)",
             **SFT_THEN_RL_METRICS,
             "probe": "second distribution: accuracy after SFT and RL (greedy, %)",
         },
@@ -682,7 +688,7 @@ register(
                 "pts",
             ),
         ],
-        probe=SECOND_DISTRIBUTION,
+        probe=SMALL_TARGETS,
         curves=["accuracy", "length/mean"],
     )
 )
@@ -786,9 +792,6 @@ register(
 
 # ----------------------------------------------------------------------------- warm-up data
 
-FORGETTING_PROBE = {"min_target": 1, "max_target": 9}
-"""Countdown with targets 1-9 (numbers 1-9): no arm trains on it."""
-
 
 def _warmup(record: RunRecord) -> dict[str, float]:
     probe = record.probe
@@ -821,7 +824,7 @@ register(
                 AFTER_SFT,
                 note=f"SFT on {COT_ROWS} reference solutions (reasonlab cot short) of countdown "
                 "with targets 31-60, then GRPO",
-                stages=[cot_stage("short", SECOND_DISTRIBUTION), sft_stage()],
+                stages=[cot_stage("short", LARGE_TARGETS), sft_stage()],
             ),
         ],
         metrics={
@@ -844,7 +847,7 @@ register(
                 "pts",
             ),
         ],
-        probe=FORGETTING_PROBE,
+        probe=SMALL_TARGETS,
         curves=["accuracy", "length/mean"],
     )
 )

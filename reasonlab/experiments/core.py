@@ -590,10 +590,8 @@ class Context:
     def base_record(self) -> RunRecord:
         before = self.before()
         data = {"base": before, "before": before, "after": before, "curves": {}}
-        if self.probe_params is not None:
-            probe = self.probe_eval(self.base_dir, self.base_id)
-            data["probe"] = {"base": probe, "before": probe, "after": probe}
-        return RunRecord(None, self.base_dir, data)
+        record = RunRecord(None, self.base_dir, data)
+        return self._with_probe(record, self.base_dir, self.base_id, self.base_id)
 
     def train(self, arm: Arm, seed: int) -> RunRecord:
         """The arm's run for `seed`: its stages (`prepare`), then the RL run, reused when
@@ -604,11 +602,7 @@ class Context:
         if not arm.train:  # the model of the stages, measured
             start = self._evaluate(start_dir, self.out / "evals" / f"{start_id}.json")
             data = {"base": self.before(), "before": start, "after": start, "stages": stages}
-            if self.probe_params is not None:
-                made = self.probe_eval(start_dir, start_id)
-                base = self.probe_eval(self.base_dir, self.base_id)
-                data["probe"] = {"base": base, "before": made, "after": made}
-            return RunRecord(None, start_dir, data)
+            return self._with_probe(RunRecord(None, start_dir, data), start_dir, start_id, start_id)
         from reasonlab.config import config_to_yaml, load_config
         from reasonlab.rl.checkpoint import latest_checkpoint
         from reasonlab.rl.config import TrainConfig
@@ -620,8 +614,6 @@ class Context:
         ids = {"config": config_to_yaml(cfg), "base": self.base_id, "eval": self._eval_settings()}
         if arm.stages:  # (arms without stages keep the keys of the runs made before stages)
             ids["start"] = start_id
-        if self.probe_params is not None:
-            ids["probe"] = self.probe_params
         key = digest(ids)
         run_dir = self.out / "runs" / key[:12]
         cfg.run.out_dir = str(run_dir)
@@ -629,7 +621,8 @@ class Context:
         if done.is_file():
             self.log(f"  {arm.name} seed {seed}: finished run reused ({run_dir})")
             data = json.loads(done.read_text(encoding="utf-8"))
-            return RunRecord(run_dir, run_dir / data["model"], data)
+            record = RunRecord(run_dir, run_dir / data["model"], data)
+            return self._with_probe(record, start_dir, start_id, key)
         resume = (run_dir / "config.yaml").is_file()
         self.log(f"  {arm.name} seed {seed}: {'resuming' if resume else 'training'} {run_dir}")
         tic = time.perf_counter()
@@ -670,14 +663,24 @@ class Context:
             "seconds": seconds,
             "resumed": resume,
         }
+        atomic_write_text(done, json.dumps(data, indent=2) + "\n")
+        return self._with_probe(
+            RunRecord(run_dir, run_dir / data["model"], data), start_dir, start_id, key
+        )
+
+    def _with_probe(
+        self, record: RunRecord, start_dir: Path, start_id: str, final_id: str
+    ) -> RunRecord:
+        """`record` with the probe distribution's evaluations of the base, the start model and
+        the final model (`record.probe`), when the experiment has a probe. They are cached by
+        model (OUT/evals), not part of the run, so a run is shared with experiments without one."""
         if self.probe_params is not None:
-            data["probe"] = {
+            record.data["probe"] = {
                 "base": self.probe_eval(self.base_dir, self.base_id),
                 "before": self.probe_eval(start_dir, start_id),
-                "after": self.probe_eval(checkpoint / "model", key),
+                "after": self.probe_eval(record.model_dir, final_id),
             }
-        atomic_write_text(done, json.dumps(data, indent=2) + "\n")
-        return RunRecord(run_dir, run_dir / data["model"], data)
+        return record
 
     def _check_held_out(self, run_dir: Path) -> None:
         keys = sorted(row["key"] for row in read_jsonl(run_dir / "heldout.jsonl"))
