@@ -293,7 +293,10 @@ def test_bad_stages_are_named_with_the_valid_choices(tmp_path):
             Arm("a", stages=[{"name": "x", "kind": "rl"}]), {"name": "x", "kind": "rl"}, 0
         )
     spec = {"name": "data", "kind": "cot", "cot": {"knd": "long"}}
-    with pytest.raises(ExperimentError, match=r"stage 'data': field 'cot.knd': unknown key; did you mean 'cot.kind'"):
+    with pytest.raises(
+        ExperimentError,
+        match=r"stage 'data': field 'cot.knd': unknown key; did you mean 'cot.kind'",
+    ):
         ctx.stage_config(Arm("a", stages=[spec]), spec, 0)
     arm = Arm("a", stages=[{"name": "sft", "kind": "sft", "model": "teachr", "data": "data"}])
     with pytest.raises(ExperimentError, match=r"model 'teachr' is unknown; valid: base, teacher"):
