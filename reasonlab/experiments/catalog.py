@@ -479,7 +479,8 @@ def _pts(value: float) -> float:
 
 
 def _sft_then_rl(record: RunRecord) -> dict[str, float]:
-    """Held-out accuracy after SFT (`sft`), after RL, the RL gain, and the behaviours after RL."""
+    """Held-out accuracy after SFT (`sft_accuracy`), after RL, the RL gain, and the behaviours
+    after RL."""
     after, start = record.after, record.before
     rates = after["behaviours"]
     return {
