@@ -92,6 +92,12 @@ def load_config(cls: type[C], path: str | Path | None, overrides: list[str] | No
     return _Builder(cls).build(cls, root, "")
 
 
+def config_from_dict(cls: type[C], data: dict[str, Any], where: str = "<dict>") -> C:
+    """Build `cls` from a plain mapping (settings declared in code, e.g. an experiment's stage),
+    checked as a recipe is; a ConfigError names `where` and the field."""
+    return _Builder(cls).build(cls, _from_plain(data, where), "")
+
+
 def _read_yaml(path: Path) -> _Raw:
     try:
         text = path.read_text(encoding="utf-8")

@@ -90,16 +90,17 @@ def test_list_names_every_experiment_with_paper_and_claim(capsys):
     ):
         assert name in names()
         assert f"{name}" in out
-    assert "[needs arms with an SFT stage" in out
+    assert "[needs" not in out  # every experiment runs now
     assert "paper: " in out and "claim: " in out
 
 
-def test_cli_errors_are_clear(capsys, tmp_path):
+def test_cli_errors_are_clear(capsys, tmp_path, monkeypatch):
     assert main(["experiment", "r1_zeroo", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown experiment 'r1_zeroo' (did you mean 'r1_zero'?)" in err
+    monkeypatch.setattr(get("priming"), "needs", "a stage not built")
     assert main(["experiment", "priming", "--out", str(tmp_path)]) == 2
-    assert "it cannot run yet" in capsys.readouterr().err
+    assert "needs a stage not built; it cannot run yet" in capsys.readouterr().err
     assert main(["experiment", "--out", str(tmp_path)]) == 2
     assert "give one experiment NAME or --all" in capsys.readouterr().err
     assert main(["experiment", "r1_zero", "--seeds", "0", "--out", str(tmp_path)]) == 2
@@ -184,7 +185,6 @@ def test_quick_run_resumes_reuses_and_writes_results(tmp_path):
     assert (out / "cosine_reward" / "cosine_reward.png").stat().st_size > 1000
     page = (out / "report.html").read_text()
     assert 'id="cosine_reward"' in page and html.escape(results["verdict"]) in page
-    assert "arms with an SFT stage" in page
     # 3. again: every run is reused, nothing trains, the same numbers come back
     logs.clear()
     again = run_experiment("cosine_reward", out, seeds=2, quick=True, log=logs.append)
@@ -201,3 +201,179 @@ def test_an_arm_may_not_change_the_held_out_problems(tmp_path):
     ctx.base_dir = tmp_path
     with pytest.raises(ExperimentError, match="overrides task.*held-out"):
         ctx.arm_overrides(Arm("bad", ["task.eval_seed=5"]), 0)
+
+
+# ----------------------------------------------------------------------------- arms with stages
+
+SFT_EXPERIMENTS = [
+    "priming",
+    "long_vs_short_cot",
+    "constructed_vs_emergent",
+    "distill_vs_rl",
+    "warmup_data",
+]
+QUICK_SEEDS = {"warmup_data": 2}
+"""Seeds of each quick run (1 unless named): one experiment with two checks the seeds' shape,
+the rest stay cheap."""
+
+
+def test_priming_and_long_vs_short_verdicts_from_hand_made_tables():
+    priming = get("priming").effects
+    table = {
+        "all_behaviours": {"rl_gain": [10.0, 12.0]},
+        "backtracking_only": {"rl_gain": [8.0, 9.0]},
+        "wrong_answers": {"rl_gain": [7.0, 5.0]},
+        "no_behaviours": {"rl_gain": [2.0, 6.0]},
+        "empty_cot": {"rl_gain": [4.0, 1.0]},
+    }
+    effects = priming(table)
+    # each primed arm against the better control of the same seed: 4 then 6
+    assert [e.values for e in effects] == [[6.0, 6.0], [4.0, 3.0], [3.0, -1.0]]
+    assert verdict(effects, 2).startswith("not reproduced: ")  # wrong_answers' seed 1
+    long_short = get("long_vs_short_cot").effects
+    table = {
+        f"{kind}_sft{steps}": {"accuracy": [acc, acc], "rl_gain": [0.0, 0.0]}
+        for kind, accs in (("short", (20.0, 25.0, 25.0)), ("long", (15.0, 22.0, 30.0)))
+        for steps, acc in zip((10, 30, 90), accs)
+    }
+    table["short_rl"] = {"accuracy": [28.0, 27.0], "rl_gain": [3.0, 2.0]}
+    table["long_rl"] = {"accuracy": [40.0, 41.0], "rl_gain": [10.0, 11.0]}
+    line = verdict(long_short(table), 2)
+    assert line == (
+        "reproduced: long CoT: accuracy at 90 - 30 SFT steps +8.0 +- 0.0 pts; accuracy rise from "
+        "30 to 90 SFT steps, long - short +8.0 +- 0.0 pts; RL gain, after long - after short CoT "
+        "SFT +8.0 +- 1.4 pts (2 seeds)"
+    )
+
+
+def _bare_context(tmp_path: Path) -> Context:
+    """A Context with the demo recipe's task and held-out problems, no base model built."""
+    from reasonlab import tasks
+    from reasonlab.config import load_config
+    from reasonlab.rl.config import TrainConfig
+    from reasonlab.rl.data import split_examples
+
+    ctx = Context.__new__(Context)
+    ctx.out, ctx.quick, ctx.log = tmp_path, False, lambda _: None
+    ctx.base_cfg = load_config(TrainConfig, str(get("priming").recipe), [])
+    ctx.task = tasks.get("countdown")
+    _, ctx.held_out = split_examples(ctx.task, ctx.base_cfg.task)
+    ctx.held_out_keys = sorted(ctx.task.key(e) for e in ctx.held_out)
+    ctx.probe_examples = []
+    ctx.base_dir, ctx.base_id = tmp_path / "base", "base-id"
+    return ctx
+
+
+def test_sft_data_of_a_held_out_problem_is_refused(tmp_path):
+    from reasonlab.io import write_jsonl
+    from reasonlab.tasks.cot import cot_rows
+
+    ctx = _bare_context(tmp_path)
+    rows = cot_rows("long", 3, seed=0, params=dict(ctx.base_cfg.task.params))
+    write_jsonl(tmp_path / "clean.jsonl", rows)
+    ctx._check_data(tmp_path / "clean.jsonl", where="stage data")  # the generator's rows pass
+    rows[1] = {**rows[1], "key": ctx.held_out_keys[0]}
+    write_jsonl(tmp_path / "leak.jsonl", rows)
+    with pytest.raises(
+        ExperimentError, match=r"stage data: .*leak.jsonl:2: an SFT row of held-out"
+    ):
+        ctx._check_data(tmp_path / "leak.jsonl", where="stage data")
+    rows[1].pop("key")
+    write_jsonl(tmp_path / "nokey.jsonl", rows)
+    with pytest.raises(ExperimentError, match=r"nokey.jsonl:2: an SFT row names no problem"):
+        ctx._check_data(tmp_path / "nokey.jsonl", where="stage data")
+
+
+def test_bad_stages_are_named_with_the_valid_choices(tmp_path):
+    ctx = _bare_context(tmp_path)
+    with pytest.raises(
+        ExperimentError, match=r"arm 'a' stage 'x': kind 'rl'; valid: pretrain, cot"
+    ):
+        ctx.stage_config(
+            Arm("a", stages=[{"name": "x", "kind": "rl"}]), {"name": "x", "kind": "rl"}, 0
+        )
+    spec = {"name": "data", "kind": "cot", "cot": {"knd": "long"}}
+    with pytest.raises(
+        ExperimentError,
+        match=r"stage 'data': field 'cot.knd': unknown key; did you mean 'cot.kind'",
+    ):
+        ctx.stage_config(Arm("a", stages=[spec]), spec, 0)
+    arm = Arm("a", stages=[{"name": "sft", "kind": "sft", "model": "teachr", "data": "data"}])
+    with pytest.raises(ExperimentError, match=r"model 'teachr' is unknown; valid: base, teacher"):
+        ctx.prepare(arm, 0)
+
+
+@pytest.fixture(scope="module")
+def sft_quick(tmp_path_factory):
+    """The five SFT-based experiments, --quick, into one folder (one random base, one teacher)."""
+    out = tmp_path_factory.mktemp("sft_experiments")
+    logs: list[str] = []
+    results = {
+        name: run_experiment(name, out, seeds=QUICK_SEEDS.get(name, 1), quick=True, log=logs.append)
+        for name in SFT_EXPERIMENTS
+    }
+    return out, results, logs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SFT_EXPERIMENTS)
+def test_quick_sft_experiment_runs_stages_then_rl(sft_quick, name):
+    from reasonlab.tasks.split import share_position
+
+    out, all_results, _ = sft_quick
+    results, exp = all_results[name], get(name)
+    seeds = QUICK_SEEDS.get(name, 1)
+    assert results["seeds"] == list(range(seeds))
+    assert list(results["arms"]) == [arm.name for arm in exp.arms]
+    for arm in exp.arms:
+        info = results["arms"][arm.name]
+        assert set(info["metrics"]) == set(exp.metrics)
+        assert all(len(s["values"]) == seeds for s in info["metrics"].values())
+        assert len(info["stage_runs"]) == seeds
+        for folders, run in zip(info["stage_runs"], info["runs"]):
+            # every stage ran (or was reused) in its own folder, one per stage, in order
+            kinds = [
+                json.loads(next(Path(f).glob("*/done.json")).read_text())["kind"] for f in folders
+            ]
+            assert kinds == [s["kind"] for s in arm.stages]
+            for folder in folders:
+                for data in list(Path(folder).glob("cot/cot.jsonl")) + list(
+                    Path(folder).glob("sample/samples.jsonl")
+                ):
+                    keys = [json.loads(line)["key"] for line in open(data)]
+                    assert keys and all(share_position(k) >= 0.2 for k in keys), data
+            if run is None:
+                assert not arm.train
+                continue
+            config = (Path(run) / "config.yaml").read_text()
+            last_model = [
+                f for f, s in zip(folders, arm.stages) if s["kind"] in ("sft", "pretrain")
+            ][-1]
+            assert f"path: {last_model}" in config  # RL started from the stages' model
+            data = json.loads((Path(run) / "experiment.json").read_text())
+            assert [s["folder"] for s in data["stages"]] == folders
+    # every experiment evaluates on the same held-out problems
+    assert results["held_out"]["keys_sha"] == all_results["priming"]["held_out"]["keys_sha"]
+    effects = [Effect(e["label"], e["values"], e["unit"]) for e in results["effects"]]
+    assert results["verdict"] == verdict(effects, seeds)
+    assert results["verdict"].startswith(("reproduced: ", "not reproduced: "))
+    on_disk = json.loads((out / name / "results.json").read_text())
+    assert on_disk["verdict"] == results["verdict"]
+    assert (out / name / f"{name}.png").stat().st_size > 1000
+    assert f'id="{name}"' in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_quick_sft_experiment_rerun_reuses_every_stage_and_run(sft_quick):
+    out, all_results, first_logs = sft_quick
+    # the teacher is the grpo arm's seed-0 run, trained once for both experiments that sample it
+    assert sum("grpo seed 0: training" in line for line in first_logs) == 1
+    logs: list[str] = []
+    again = run_experiment("constructed_vs_emergent", out, seeds=1, quick=True, log=logs.append)
+    assert sum(" reused in " in line for line in logs) == 4  # 2 arms x 2 stages
+    assert sum("finished run reused" in line for line in logs) == 3  # 2 arms + the teacher
+    assert not any(" running in " in line or ": training " in line for line in logs)
+    before = all_results["constructed_vs_emergent"]["arms"]
+    assert {a: v["metrics"] for a, v in again["arms"].items()} == {
+        a: v["metrics"] for a, v in before.items()
+    }

@@ -4,6 +4,22 @@ All arms start from the CPU demo's recipe (`reasonlab/demo_countdown.yaml`: GRPO
 with 3 numbers in 1-9, 30 steps of 16 prompts x 8 responses) and base model; accuracies are on the
 demo's 100 held-out problems, greedy unless said otherwise, in percent. Effects are paired by seed
 (arm A's seed s minus arm B's seed s).
+
+The SFT-based experiments (priming, long_vs_short_cot, constructed_vs_emergent, distill_vs_rl,
+warmup_data) give their arms stages before RL (`Arm.stages`; see the section below for the sizes).
+Their default sizes come from an estimate, not from a timed run of each (none was run at default
+settings yet): the near-idle demo run of 2026-11-30 (`reasonlab demo`, 2 cores, other jobs
+niced) took 687 s to pretrain the base (2400 steps of 8 x 256 tokens: ~0.29 s per step, the
+cost assumed for an SFT step of the same shape), 7-12 s per GRPO step of 16 prompts x 8
+(responses 67-133 tokens; ~5 s assumed at 8 prompts) and ~10 s per held-out evaluation (greedy +
+4 samples of 100 problems). With the base cached in OUT/base (else add its ~11 min once):
+priming ~21 min (15 x (SFT 30 steps ~10 s + GRPO 10 x 8 prompts ~50 s + 2 evaluations ~20 s)),
+long_vs_short_cot ~13 min (18 SFT runs, 780 steps in all, 18 + 6 evaluations, 6 GRPO runs),
+constructed_vs_emergent ~16 min (the teacher's 30-step GRPO ~5 min, shared with r1_zero; 3
+sample stages of 800 generations ~50 s each; 6 SFT + 6 GRPO runs), distill_vs_rl ~19 min (the
+teacher; the student's pretraining, at most ~6 min; the sample stages, shared with
+constructed_vs_emergent in the same OUT; 3 student GRPO runs of 10 x 16 prompts), warmup_data
+~11 min. The machine these were written on was loaded (four to five other jobs): re-measure.
 """
 
 from __future__ import annotations
@@ -401,36 +417,438 @@ register(
 
 
 # ----------------------------------------------------------------------------- SFT-based
+#
+# Arms with stages (`Arm.stages`): chains of thought written by program (cot), rejection sampling
+# (sample) or a student's pretraining (pretrain), then SFT, each through the pipeline's stage
+# runners, then (most) the demo's GRPO recipe from the SFT model for RL_STEPS steps. The seed sets
+# the data draw, the SFT order and the RL run; the SFT model is evaluated on the same held-out
+# problems as every RL run ("sft" metrics: before RL).
 
-SFT = "arms with an SFT stage (issue 12: reasonlab sft exists, these arms are not written)"
-for name, paper, claim in (
-    (
-        "long_vs_short_cot",
-        "Demystifying Long CoT (Yeo et al. 2025)",
-        "SFT on long CoT keeps improving with more SFT tokens while short CoT saturates, and RL "
-        "adds more on top of long-CoT SFT",
-    ),
-    (
-        "priming",
-        "Cognitive Behaviors (Gandhi et al. 2025)",
-        "priming with reasoning behaviours, even with wrong answers, decides whether RL improves",
-    ),
-    (
-        "distill_vs_rl",
-        "DeepSeek-R1 (distillation vs RL on Qwen-32B)",
-        "for a small student, distillation from a stronger RL teacher beats RL on the student",
-    ),
-    (
-        "warmup_data",
-        "SimpleRL / Logic-RL notes (rejection-sampling warm-up)",
-        "SFT warm-up on the model's own rejection-sampled traces beats reference solutions of "
-        "another distribution (accuracy, and forgetting on a second task)",
-    ),
-    (
-        "constructed_vs_emergent",
-        "Demystifying Long CoT (Yeo et al. 2025)",
-        "SFT on emergent long CoT (sampled from an RL model) generalises better and gains more "
-        "from RL than constructed long CoT",
-    ),
-):
-    register(Experiment(name=name, paper=paper, claim=claim, arms=[], metrics={}, needs=SFT))
+RL_STEPS = 10
+"""GRPO steps after SFT (the demo runs 30 from its base)."""
+RL_PROMPTS = 8
+"""Prompts per GRPO step after SFT (the demo's 16 halved, x 8 responses each)."""
+AFTER_SFT = [
+    f"run.steps={RL_STEPS}",
+    f"batching.prompts_per_step={RL_PROMPTS}",
+    "run.eval_every=0",  # the start and final models are evaluated by the experiment
+    "run.eval_before_train=false",
+    "run.save_every=5",
+]
+"""Overrides of the demo recipe for the RL run of an arm with stages: the demo's GRPO, shorter."""
+SFT_STEPS = 30
+"""SFT optimiser steps (8 packed rows of 256 tokens each, `configs/sft_countdown_cpu.yaml`)."""
+COT_ROWS, COT_PROBLEMS = 800, 400
+"""Rows and distinct training problems of a cot stage."""
+SAMPLE = {"problems": 200, "n": 4, "keep": "correct", "k": 2}
+"""A sample stage: 200 training problems x 4 samples at T=1, correct ones kept, 2 per problem."""
+
+
+def cot_stage(kind: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A cot stage of `kind` (`reasonlab.tasks.cot.KINDS`), COT_ROWS rows, named `data`."""
+    cot = {"kind": kind, "n": COT_ROWS, "problems": COT_PROBLEMS, "params": params or {}}
+    return {"name": "data", "kind": "cot", "cot": cot}
+
+
+def sample_stage(model: str, **settings: Any) -> dict[str, Any]:
+    """Rejection sampling (`reasonlab sample --keep correct`) from `model`, named `data`: SAMPLE
+    updated by `settings`."""
+    return {"name": "data", "kind": "sample", "model": model, "sample": {**SAMPLE, **settings}}
+
+
+def sft_stage(steps: int = SFT_STEPS, model: str = "base", data: str = "data") -> dict[str, Any]:
+    """SFT of `model` on `data` for `steps` steps (warm-up 10% of them, cosine decay), a
+    checkpoint every 10 steps for the resume."""
+    overrides = [
+        f"training.max_steps={steps}",
+        f"training.warmup_steps={max(1, steps // 10)}",
+        "run.eval_steps=0",
+        "run.save_steps=10",
+    ]
+    return {
+        "name": "sft",
+        "kind": "sft",
+        "model": model,
+        "data": data,
+        "sft": {"overrides": overrides},
+    }
+
+
+def _pts(value: float) -> float:
+    return 100 * value
+
+
+def _sft_then_rl(record: RunRecord) -> dict[str, float]:
+    """Held-out accuracy after SFT (`sft_accuracy`), after RL, the RL gain, and the behaviours
+    after RL."""
+    after, start = record.after, record.before
+    rates = after["behaviours"]
+    return {
+        "rl_gain": _pts(after["accuracy"] - start["accuracy"]),
+        "accuracy": _pts(after["accuracy"]),
+        "sft_accuracy": _pts(start["accuracy"]),
+        "mean_length": after["mean_length"],
+        "tries": after["tries"],
+        "behaviour_rate": 100 * sum(rates.values()) / max(1, len(rates)),
+    }
+
+
+SFT_THEN_RL_METRICS = {
+    "rl_gain": "held-out accuracy gain of RL over the SFT model (pts)",
+    "accuracy": "held-out accuracy after SFT and RL (greedy, %)",
+    "sft_accuracy": "held-out accuracy after SFT, before RL (greedy, %)",
+    "mean_length": "held-out response length after RL (tokens)",
+    "tries": "tries per held-out response after RL",
+    "behaviour_rate": "mean of the four behaviour rates after RL (%)",
+}
+
+
+# ----------------------------------------------------------------------------- priming
+
+PRIMED = ("all_behaviours", "backtracking_only", "wrong_answers")
+CONTROLS = ("no_behaviours", "empty_cot")
+
+
+def _priming_effects(table: dict[str, dict[str, list[float]]]) -> list[Effect]:
+    best_control = [max(vals) for vals in zip(*(table[c]["rl_gain"] for c in CONTROLS))]
+    return [
+        Effect(
+            f"RL gain, {arm} - best of {'/'.join(CONTROLS)}",
+            [g - c for g, c in zip(table[arm]["rl_gain"], best_control, strict=True)],
+            "pts",
+        )
+        for arm in PRIMED
+    ]
+
+
+register(
+    Experiment(
+        name="priming",
+        paper="Cognitive Behaviors (Gandhi et al. 2025)",
+        claim="priming by SFT with reasoning behaviours (all four, backtracking only, or all with "
+        "wrong answers) lets the same RL improve more than priming without behaviours or with an "
+        "empty chain of thought of the same length",
+        arms=[
+            Arm(
+                kind,
+                AFTER_SFT,
+                note=f"SFT on {COT_ROWS} '{kind}' chains of thought (reasonlab cot), then GRPO",
+                stages=[cot_stage(kind), sft_stage()],
+            )
+            for kind in (*PRIMED, *CONTROLS)
+        ],
+        metrics=SFT_THEN_RL_METRICS,
+        measure=lambda ctx, arm, seed, record: _sft_then_rl(record),
+        effects=_priming_effects,
+        curves=["accuracy", "length/mean"],
+    )
+)
+
+
+# ----------------------------------------------------------------------------- long vs short
+
+SFT_BUDGETS = (10, 30, 90)
+"""SFT steps of long_vs_short_cot's budgets (x 8 packed rows of 256 tokens)."""
+
+
+def _sft_tokens(record: RunRecord) -> float:
+    """Loss tokens of the arm's SFT stage (its run's token count)."""
+    return float(record.stage("sft")["summary"]["final"]["tokens"])
+
+
+def _long_short(record: RunRecord) -> dict[str, float]:
+    return {
+        "accuracy": _pts(record.after["accuracy"]),
+        "rl_gain": _pts(record.after["accuracy"] - record.before["accuracy"]),
+        "sft_tokens": _sft_tokens(record),
+        "mean_length": record.after["mean_length"],
+    }
+
+
+def _long_short_effects(table: dict[str, dict[str, list[float]]]) -> list[Effect]:
+    mid, top = SFT_BUDGETS[-2], SFT_BUDGETS[-1]
+
+    def rise(kind: str) -> list[float]:
+        return _diff(table, f"{kind}_sft{top}", f"{kind}_sft{mid}", "accuracy")
+
+    return [
+        Effect(f"long CoT: accuracy at {top} - {mid} SFT steps", rise("long"), "pts"),
+        Effect(
+            f"accuracy rise from {mid} to {top} SFT steps, long - short",
+            [a - b for a, b in zip(rise("long"), rise("short"), strict=True)],
+            "pts",
+        ),
+        Effect(
+            "RL gain, after long - after short CoT SFT",
+            _diff(table, "long_rl", "short_rl", "rl_gain"),
+            "pts",
+        ),
+    ]
+
+
+def _long_short_arms() -> list[Arm]:
+    arms = []
+    for kind in ("short", "long"):
+        for steps in SFT_BUDGETS:
+            arms.append(
+                Arm(
+                    f"{kind}_sft{steps}",
+                    train=False,
+                    note=f"SFT on {kind} CoT, {steps} steps; no RL",
+                    stages=[cot_stage(kind), sft_stage(steps)],
+                )
+            )
+        arms.append(
+            Arm(
+                f"{kind}_rl",
+                AFTER_SFT,
+                note=f"{kind}_sft{SFT_BUDGETS[-1]} (the same SFT run), then GRPO",
+                stages=[cot_stage(kind), sft_stage(SFT_BUDGETS[-1])],
+            )
+        )
+    return arms
+
+
+register(
+    Experiment(
+        name="long_vs_short_cot",
+        paper="Demystifying Long CoT (Yeo et al. 2025)",
+        claim="SFT on long CoT keeps improving with more SFT tokens while short CoT saturates, and RL "
+        "adds more on top of long-CoT SFT than on top of short-CoT SFT",
+        arms=_long_short_arms(),
+        metrics={
+            "accuracy": "held-out accuracy (greedy, %): after SFT, or after SFT and RL (_rl)",
+            "rl_gain": "held-out accuracy gain of RL over its SFT model (pts; 0 without RL)",
+            "sft_tokens": "SFT loss tokens",
+            "mean_length": "held-out response length (tokens)",
+        },
+        measure=lambda ctx, arm, seed, record: _long_short(record),
+        effects=_long_short_effects,
+    )
+)
+
+
+# ----------------------------------------------------------------------------- constructed vs emergent
+
+SMALL_TARGETS = {"min_target": 1, "max_target": 9}
+"""Countdown with targets 1-9 (numbers 1-9 as the demo's): the probe of constructed_vs_emergent
+(transfer) and warmup_data (forgetting), a distribution no arm trains on (the base's corpus and
+the RL stream are targets 10-30) that the base solves a little (greedy 6% of 50 held-out
+problems, measured 2026-11-30)."""
+LARGE_TARGETS = {"min_target": 31, "max_target": 60}
+"""Countdown with targets 31-60: warmup_data's "another distribution" of reference solutions, far
+from the base's (greedy 0% of 50 held-out problems, measured 2026-11-30)."""
+
+
+def _transfer(record: RunRecord) -> dict[str, float]:
+    probe = record.probe
+    return {
+        **_sft_then_rl(record),
+        "probe_sft": _pts(probe["before"]["accuracy"]),
+        "probe": _pts(probe["after"]["accuracy"]),
+    }
+
+
+register(
+    Experiment(
+        name="constructed_vs_emergent",
+        paper="Demystifying Long CoT (Yeo et al. 2025)",
+        claim="SFT on emergent long CoT (sampled from an RL model, rejection-filtered) generalises "
+        "better (a second distribution: targets 1-9) and gains more from RL than SFT on "
+        "constructed long CoT",
+        arms=[
+            Arm(
+                "constructed",
+                AFTER_SFT,
+                note=f"SFT on {COT_ROWS} constructed long CoTs (reasonlab cot long), then GRPO",
+                stages=[cot_stage("long"), sft_stage()],
+            ),
+            Arm(
+                "emergent",
+                AFTER_SFT,
+                note="SFT on the demo GRPO policy's correct samples (reasonlab sample --keep "
+                "correct: 200 problems x 4, at most 2 kept each), then GRPO",
+                stages=[sample_stage("teacher"), sft_stage()],
+            ),
+        ],
+        metrics={
+            "probe_sft": "second distribution (targets 1-9): accuracy after SFT (greedy, %)",
+            **SFT_THEN_RL_METRICS,
+            "probe": "second distribution: accuracy after SFT and RL (greedy, %)",
+        },
+        measure=lambda ctx, arm, seed, record: _transfer(record),
+        effects=lambda table: [
+            Effect(
+                "second-distribution accuracy after SFT, emergent - constructed",
+                _diff(table, "emergent", "constructed", "probe_sft"),
+                "pts",
+            ),
+            Effect(
+                "RL gain, emergent - constructed",
+                _diff(table, "emergent", "constructed", "rl_gain"),
+                "pts",
+            ),
+        ],
+        probe=SMALL_TARGETS,
+        curves=["accuracy", "length/mean"],
+    )
+)
+
+
+# ----------------------------------------------------------------------------- distill vs rl
+
+STUDENT = {
+    "name": "student",
+    "kind": "pretrain",
+    "pretrain": {
+        "size": "tiny",
+        "problems": 500,
+        "attempts": 16,
+        "steps": 1200,
+        "batch_size": 8,
+        "style": {"mistake_rate": 0.03},
+    },
+}
+"""The student's base: the demo's corpus and pretraining with the `tiny` size (about a third of
+the demo base's parameters) and half its steps; one for every seed."""
+DISTILL_SFT_STEPS = 40
+STUDENT_RL_STEPS = 10
+
+
+def _student_tokens(record: RunRecord) -> float:
+    """The student's training compute, in loss tokens (tokens whose log-likelihood gradient the
+    update takes): the SFT run's, or the RL run's response tokens (responses x mean length, per
+    step). The teacher's sampling is not the student's compute (as in DeepSeek-R1's comparison,
+    where the distillation data came from the finished R1)."""
+    if record.run_dir is None:
+        return (
+            _sft_tokens(record) if any(s["kind"] == "sft" for s in record.data["stages"]) else 0.0
+        )
+    counts, lengths = record.curve("responses"), record.curve("length/mean")
+    return float(sum(c * m for c, m in zip(counts, lengths, strict=True)))
+
+
+register(
+    Experiment(
+        name="distill_vs_rl",
+        paper="DeepSeek-R1 (distillation vs RL on Qwen-32B)",
+        claim="for a small student, distillation from a stronger RL-trained teacher (its correct "
+        "samples, SFT) beats RL on the student itself at comparable student compute",
+        arms=[
+            Arm(
+                "student",
+                train=False,
+                note="the student's base (pretrained, tiny size)",
+                stages=[STUDENT],
+            ),
+            Arm(
+                "distill",
+                train=False,
+                note="SFT of the student on the demo GRPO policy's correct samples "
+                f"({DISTILL_SFT_STEPS} steps)",
+                stages=[
+                    STUDENT,
+                    sample_stage("teacher"),
+                    sft_stage(DISTILL_SFT_STEPS, model="student"),
+                ],
+            ),
+            Arm(
+                "student_rl",
+                [
+                    f"run.steps={STUDENT_RL_STEPS}",
+                    f"run.eval_every={STUDENT_RL_STEPS}",
+                    "run.save_every=5",
+                ],
+                note=f"GRPO on the student ({STUDENT_RL_STEPS} steps of the demo's recipe)",
+                stages=[STUDENT],
+            ),
+        ],
+        metrics={
+            "accuracy": "student's held-out accuracy (greedy, %)",
+            "student_tokens": "student training compute (loss tokens)",
+            "accuracy_sampled": "student's held-out accuracy (T=1, avg@4, %)",
+            "mean_length": "held-out response length (tokens)",
+        },
+        measure=lambda ctx, arm, seed, record: {
+            "accuracy": _pts(record.after["accuracy"]),
+            "student_tokens": _student_tokens(record),
+            "accuracy_sampled": _pts(record.after.get("accuracy_sampled", float("nan"))),
+            "mean_length": record.after["mean_length"],
+        },
+        effects=lambda table: [
+            Effect(
+                "held-out accuracy, distill - student_rl",
+                _diff(table, "distill", "student_rl", "accuracy"),
+                "pts",
+            ),
+            Effect(
+                "held-out accuracy, distill - student base",
+                _diff(table, "distill", "student", "accuracy"),
+                "pts",
+            ),
+        ],
+    )
+)
+
+
+# ----------------------------------------------------------------------------- warm-up data
+
+
+def _warmup(record: RunRecord) -> dict[str, float]:
+    probe = record.probe
+    return {
+        "accuracy": _pts(record.after["accuracy"]),
+        "sft_accuracy": _pts(record.before["accuracy"]),
+        "forgetting": _pts(probe["base"]["accuracy"] - probe["after"]["accuracy"]),
+        "probe": _pts(probe["after"]["accuracy"]),
+        "mean_length": record.after["mean_length"],
+    }
+
+
+register(
+    Experiment(
+        name="warmup_data",
+        paper="SimpleRL-Zoo / Logic-RL notes (rejection-sampling warm-up)",
+        claim="an SFT warm-up on the model's own rejection-sampled traces, then RL, ends more "
+        "accurate and forgets less than a warm-up on reference solutions of another "
+        "distribution, then the same RL",
+        arms=[
+            Arm(
+                "own_traces",
+                AFTER_SFT,
+                note="SFT on the base's own correct samples (200 training problems x 8, at most 2 "
+                "kept each), then GRPO",
+                stages=[sample_stage("base", n=8), sft_stage()],
+            ),
+            Arm(
+                "reference_other",
+                AFTER_SFT,
+                note=f"SFT on {COT_ROWS} reference solutions (reasonlab cot short) of countdown "
+                "with targets 31-60, then GRPO",
+                stages=[cot_stage("short", LARGE_TARGETS), sft_stage()],
+            ),
+        ],
+        metrics={
+            "accuracy": "held-out accuracy after warm-up and RL (greedy, %)",
+            "sft_accuracy": "held-out accuracy after the warm-up, before RL (greedy, %)",
+            "forgetting": "probe (targets 1-9) accuracy, base - after RL (pts; > 0: forgotten)",
+            "probe": "probe (targets 1-9) accuracy after RL (greedy, %)",
+            "mean_length": "held-out response length after RL (tokens)",
+        },
+        measure=lambda ctx, arm, seed, record: _warmup(record),
+        effects=lambda table: [
+            Effect(
+                "held-out accuracy after RL, own_traces - reference_other",
+                _diff(table, "own_traces", "reference_other", "accuracy"),
+                "pts",
+            ),
+            Effect(
+                "forgetting, reference_other - own_traces",
+                _diff(table, "reference_other", "own_traces", "forgetting"),
+                "pts",
+            ),
+        ],
+        probe=SMALL_TARGETS,
+        curves=["accuracy", "length/mean"],
+    )
+)

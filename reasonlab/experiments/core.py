@@ -19,9 +19,22 @@ The base model is the CPU demo's (`reasonlab.models.base_model.pretrain_base` wi
 `reasonlab.demo.DEMO_PRETRAIN`, cached in `OUT/base` by its settings hash): one base for every
 seed; a seed varies the RL run (its prompt stream and sampling: `run.seed` and `task.seed`).
 `--quick` uses a random tiny model instead (`OUT/base-quick`) and a couple of steps: it checks the
-mechanics, not the finding. Every arm evaluates on the same held-out problems, those of the base
+mechanics, not the finding (stages shrink too: `QUICK_STAGE`, `QUICK_SFT`). Every arm evaluates on the same held-out problems, those of the base
 recipe's `task` section (`task.held_out_fraction`, `reasonlab.tasks.split`); an arm may not
 override `task.*`, and every run's `heldout.jsonl` is checked against them.
+
+An arm may prepare its start model before RL (`Arm.stages`): pipeline stages (pretrain, cot,
+sample, sft: `reasonlab.pipeline`'s stage runners, the one SFT and sampling path) from the base
+model or from the demo's GRPO policy (`teacher`: the `grpo` arm's seed-0 run), each stage in
+`OUT/stages/HASH`, HASH a hash of its resolved settings (seed included) and of its inputs'
+identities: a finished stage (its pipeline `done.json`) is reused by any arm or experiment that
+asks for the same, an interrupted one resumes as in a pipeline. The RL run's hash then covers the
+model the stages made. Every row of SFT data a stage writes is checked to name a problem outside
+the held-out share (`Context._check_data`), on top of the generators' and the SFT trainer's own
+exclusion. The model the stages made is evaluated on the same held-out problems (`before`) as the
+model after RL (`after`); an arm with `train=False` measures the stages' model alone. An
+experiment with a `probe` (task params of a second distribution of the task) also evaluates the
+base, the stages' model and the final model there (greedy), for transfer or forgetting.
 
 The verdict (`verdict`) is computed from the effects: "reproduced" when every effect is positive in
 its mean and in every seed, else "not reproduced"; both name every effect's mean +- standard
@@ -58,6 +71,24 @@ QUICK_OVERRIDES = [
 """Overrides of every arm under `--quick` (after the arm's own): two steps of two prompts."""
 QUICK_EVAL_EXAMPLES = 4
 """Held-out problems under `--quick`."""
+STAGE_KINDS = ("pretrain", "cot", "sample", "sft")
+"""Pipeline stage kinds an arm may run before its RL run (`Arm.stages`)."""
+MODEL_REFS = ("base", "teacher")
+"""Models a stage may start from besides an earlier stage: the experiment's base model, and the
+demo's GRPO policy (the `grpo` arm's run, seed 0: shared with r1_zero)."""
+SFT_RECIPE = REPO_ROOT / "configs" / "sft_countdown_cpu.yaml"
+"""The SFT recipe of an sft stage that names none."""
+QUICK_STAGE: dict[str, dict[str, Any]] = {
+    "pretrain": {"steps": 2, "problems": 8, "attempts": 2, "size": "tiny"},
+    "cot": {"n": 8, "problems": 8},
+    # a random model answers nothing right: keep every sample so that the SFT stage has rows
+    "sample": {"problems": 4, "n": 2, "max_new_tokens": 16, "keep": "all", "k": 1},
+}
+"""Settings of every stage under `--quick` (after the arm's): a few rows, a couple of steps."""
+QUICK_SFT = ["training.max_steps=2", "training.per_device_train_batch_size=1", "run.save_steps=1"]
+"""Overrides of every sft stage under `--quick`."""
+PROBE_EXAMPLES = 100
+"""Problems of an experiment's probe distribution (`Experiment.probe`), default settings."""
 
 
 class ExperimentError(ValueError):
@@ -75,6 +106,14 @@ class Arm:
     """False: the arm is the base model itself (no RL run)."""
     note: str = ""
     """What the arm is, for --list and the report."""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    """Stages that make the arm's start model before RL (or, with `train=False`, the model the arm
+    measures): `reasonlab.pipeline.StageConfig` fields as a dict, kinds pretrain, cot, sample and
+    sft, in order. A stage's `model` is `base`, `teacher` (`MODEL_REFS`) or an earlier stage's
+    name, an sft stage's `data` an earlier cot or sample stage's name; the RL run starts from the
+    last stage that makes a model. The task, its held-out share and template are the base
+    recipe's (a cot or sample stage's `params` update the recipe's task params: another
+    distribution of the same task); the seed sets the cot, sample and sft stages' seeds."""
 
 
 @dataclass
@@ -143,6 +182,10 @@ class Experiment:
     needs: str | None = None
     """A stage not built yet: the experiment is listed but refuses to run."""
     default_seeds: int = 3
+    probe: dict[str, Any] | None = None
+    """Task params of a second distribution of the recipe's task (e.g. other targets), whose
+    held-out problems every model of the experiment is also evaluated on (greedy), for transfer
+    or forgetting; None: none."""
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
@@ -178,12 +221,19 @@ def verdict(effects: Sequence[Effect], seeds: int) -> str:
 
 @dataclass
 class RunRecord:
-    """A finished arm x seed: its folder (None for the base arm), its model folder and its
-    measurement (`experiment.json`: held-out evaluations before and after, training curves)."""
+    """A finished arm x seed: its RL run folder (None for an arm without RL), its model folder and
+    its measurement (`experiment.json`): held-out evaluations of the base (`base`), of the start
+    model of RL (`before`: the base, or the model the arm's stages made) and of the arm's final
+    model (`after`); the probe distribution's (`probe`: the same three, when the experiment has
+    one); the stages' folders and summaries (`stages`); RL training curves (`curves`)."""
 
     run_dir: Path | None
     model_dir: Path
     data: dict[str, Any]
+
+    @property
+    def base(self) -> dict[str, Any]:
+        return self.data.get("base", self.data["before"])
 
     @property
     def before(self) -> dict[str, Any]:
@@ -193,6 +243,18 @@ class RunRecord:
     def after(self) -> dict[str, Any]:
         return self.data["after"]
 
+    @property
+    def probe(self) -> dict[str, dict[str, Any]]:
+        """{"base", "before", "after"} -> the probe distribution's greedy evaluation."""
+        return self.data["probe"]
+
+    def stage(self, kind: str) -> dict[str, Any]:
+        """The last stage of `kind` the arm ran: {name, kind, folder, outputs, summary}."""
+        found = [s for s in self.data.get("stages", []) if s["kind"] == kind]
+        if not found:
+            raise KeyError(f"the arm ran no {kind} stage")
+        return found[-1]
+
     def curve(self, key: str) -> list[float]:
         """A metrics.jsonl series over the steps (empty for the base arm)."""
         return [v for v in self.data.get("curves", {}).get(key, []) if v is not None]
@@ -200,7 +262,8 @@ class RunRecord:
 
 class Context:
     """What the runs of one invocation share: the output folder, the base model, the held-out
-    problems, and the settings (quick or default). Built once per `run_experiment`."""
+    problems (and the probe distribution's), and the settings (quick or default). Built once per
+    `run_experiment`."""
 
     def __init__(
         self,
@@ -209,6 +272,7 @@ class Context:
         *,
         quick: bool = False,
         eval_samples: int | None = None,
+        probe: dict[str, Any] | None = None,
         log: Callable[[str], None] = print,
         callbacks: Sequence[Any] = (),
     ):
@@ -216,6 +280,7 @@ class Context:
         from reasonlab.config import load_config
         from reasonlab.rl.config import TrainConfig
         from reasonlab.rl.data import split_examples
+        from reasonlab.tasks import split
 
         self.out = Path(out)
         self.recipe = Path(recipe)
@@ -230,6 +295,18 @@ class Context:
         self.task = tasks.get(self.base_cfg.task.name)
         _, self.held_out = split_examples(self.task, self.base_cfg.task)
         self.held_out_keys = sorted(self.task.key(ex) for ex in self.held_out)
+        self.probe_params = probe
+        self.probe_examples: list[Any] = []
+        if probe is not None:
+            t = self.base_cfg.task
+            self.probe_examples = split.problems(
+                self.task,
+                QUICK_EVAL_EXAMPLES if quick else PROBE_EXAMPLES,
+                seed=t.eval_seed,
+                held_out=True,
+                fraction=t.held_out_fraction,
+                **{**t.params, **probe},
+            )
         self.base_dir, self.base_id = self._prepare_base()
         self._before: dict[str, Any] | None = None
 
@@ -262,28 +339,221 @@ class Context:
         OUT/base_eval-HASH.json."""
         if self._before is None:
             key = digest({"base": self.base_id, "eval": self._eval_settings()})
-            path = self.out / f"base_eval-{key}.json"
-            if path.is_file():
-                self._before = json.loads(path.read_text(encoding="utf-8"))
-            else:
-                from reasonlab import models
-                from reasonlab.demo import evaluate_held_out
-
-                model, tokenizer = models.load(self.base_dir)
-                self._before = evaluate_held_out(
-                    model, tokenizer, self.task, self.held_out, self.base_cfg, self.eval_samples, 0
-                )
-                atomic_write_text(path, json.dumps(self._before, indent=2) + "\n")
+            self._before = self._evaluate(self.base_dir, self.out / f"base_eval-{key}.json")
         return self._before
+
+    def _evaluate(
+        self, model_dir: Path, path: Path, loaded: tuple[Any, Any] | None = None
+    ) -> dict[str, Any]:
+        """The held-out evaluation of `model_dir` (`loaded`: its model and tokenizer, already in
+        memory), cached in `path`."""
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        from reasonlab import models
+        from reasonlab.demo import evaluate_held_out
+
+        model, tokenizer = loaded or models.load(model_dir)
+        result = evaluate_held_out(
+            model, tokenizer, self.task, self.held_out, self.base_cfg, self.eval_samples, 0
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+        return result
+
+    def probe_eval(self, model_dir: Path, ident: str) -> dict[str, Any]:
+        """Greedy accuracy of `model_dir` (identity `ident`) on the probe distribution's held-out
+        problems (`Experiment.probe`), cached in OUT/evals/probe-HASH.json."""
+        key = digest({"model": ident, "probe": [self.task.key(e) for e in self.probe_examples]})
+        path = self.out / "evals" / f"probe-{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        from reasonlab import models
+        from reasonlab.eval.runner import greedy_and_sampled
+        from reasonlab.rollout import get_engine
+
+        model, tokenizer = models.load(model_dir)
+        cfg = self.base_cfg
+        results = greedy_and_sampled(
+            get_engine("hf", model=model, tokenizer=tokenizer),
+            self.task,
+            self.probe_examples,
+            template=cfg.task.template,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            stop=cfg.rollout.stop,
+            samples=0,
+            seed=0,
+        )
+        greedy = results["greedy"].headline()
+        result = {k: greedy[k] for k in ("accuracy", "mean_length", "truncation_rate")}
+        result["params"] = {**cfg.task.params, **(self.probe_params or {})}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+        return result
 
     def _eval_settings(self) -> dict[str, Any]:
         return {"samples": self.eval_samples, "held_out": digest(self.held_out_keys)}
 
+    # -- stages before RL -------------------------------------------------------------------
+
+    def teacher(self) -> tuple[Path, str]:
+        """The demo's GRPO policy (the `grpo` arm as it is, seed 0; the same run folder as
+        r1_zero's) and its identity, for stages whose `model` is `teacher`."""
+        record = self.train(Arm("grpo"), 0)
+        assert record.run_dir is not None
+        return record.model_dir, record.run_dir.name
+
+    def stage_config(self, arm: Arm, spec: dict[str, Any], seed: int) -> Any:
+        """`spec` (one of `arm.stages`) as a `StageConfig`: the base recipe's task, held-out share
+        and template; the seed; the quick settings; inputs still named as in the spec."""
+        from reasonlab.config import ConfigError, config_from_dict
+        from reasonlab.pipeline import StageConfig
+
+        where = f"arm {arm.name!r} stage {spec.get('name', '?')!r}"
+        kind = spec.get("kind")
+        if kind not in STAGE_KINDS:
+            raise ExperimentError(f"{where}: kind {kind!r}; valid: {', '.join(STAGE_KINDS)}")
+        spec = {**spec, "name": kind}
+        if kind == "sft":  # the CPU SFT recipe unless the stage names one
+            spec["sft"] = {"recipe": str(SFT_RECIPE), **spec.get("sft", {})}
+        try:
+            stage = config_from_dict(StageConfig, spec, where)
+        except ConfigError as err:
+            raise ExperimentError(str(err)) from None
+        t = self.base_cfg.task
+        section = stage.settings()
+        if kind in ("cot", "sample"):
+            section.task = t.name
+            section.params = {**t.params, **section.params}
+            section.held_out_fraction = t.held_out_fraction
+            section.template = t.template
+            section.seed = seed
+            if kind == "sample":
+                section.source = "train"
+                section.problem_seed = seed
+                section.max_new_tokens = self.base_cfg.rollout.max_new_tokens
+        if kind == "pretrain":  # a base of its own (distill_vs_rl's student), the recipe's task
+            section.task = t.name
+            section.params = dict(t.params)
+            section.template = t.template
+        if kind == "sft":
+            section.overrides = [
+                *section.overrides,
+                f"task.name={t.name}",
+                f"task.params={json.dumps(t.params)}",
+                f"task.template={t.template}",
+                f"task.held_out_fraction={t.held_out_fraction}",
+                "task.eval_examples=0",  # measured here, on the experiment's held-out problems
+                f"training.seed={seed}",
+                f"run.num_threads={self.base_cfg.run.num_threads}",
+                "run.progress=false",
+                *(QUICK_SFT if self.quick else []),
+            ]
+        if self.quick:
+            for key, value in QUICK_STAGE.get(kind, {}).items():
+                setattr(section, key, value)
+        setattr(stage, kind, section)
+        return stage
+
+    def prepare(self, arm: Arm, seed: int) -> tuple[Path, str, list[dict[str, Any]]]:
+        """Run the arm's stages for `seed` (`Arm.stages`) through the pipeline's stage runners;
+        returns the start model, its identity and what each stage did. Each stage runs in
+        OUT/stages/HASH, HASH a hash of its resolved settings and of its inputs' identities: a
+        finished stage (its `done.json`) is reused by any arm and experiment that asks for the
+        same, an interrupted one resumes as a pipeline stage does (SFT from its checkpoint).
+        The data a cot or sample stage writes is checked against the held-out problems."""
+        from reasonlab.pipeline import MODEL_KINDS, Pipeline, PipelineConfig, PipelineError
+
+        model, model_id = self.base_dir, self.base_id
+        made: dict[str, tuple[dict[str, str], str]] = {}  # stage name -> (outputs, identity)
+        done: list[dict[str, Any]] = []
+        for spec in arm.stages:
+            stage = self.stage_config(arm, spec, seed)
+            name = spec.get("name", stage.kind)
+            inputs: dict[str, str] = {}
+            for what in ("model", "data"):
+                ref = getattr(stage, what)
+                if ref is None:
+                    continue
+                if what == "model" and ref == "base":
+                    path, ident = str(self.base_dir), self.base_id
+                elif what == "model" and ref == "teacher":
+                    teacher_dir, ident = self.teacher()
+                    path = str(teacher_dir)
+                elif ref in made:
+                    path, ident = made[ref][0].get(what, ""), made[ref][1]
+                    if not path:
+                        raise ExperimentError(
+                            f"arm {arm.name!r} stage {name!r}: stage {ref!r} makes no {what}"
+                        )
+                else:
+                    valid = (
+                        [*MODEL_REFS, "an earlier stage"]
+                        if what == "model"
+                        else ["an earlier stage"]
+                    )
+                    raise ExperimentError(
+                        f"arm {arm.name!r} stage {name!r}: {what} {ref!r} is unknown; valid: "
+                        + ", ".join(valid)
+                    )
+                setattr(stage, what, path)
+                inputs[what] = ident
+            key = digest({"stage": dataclasses.asdict(stage), "inputs": inputs})
+            folder = self.out / "stages" / key[:12]
+            finished = (folder / stage.kind / "done.json").is_file()
+            self.log(
+                f"  {arm.name} seed {seed}: stage {name} ({stage.kind}) "
+                + ("reused" if finished else "running")
+                + f" in {folder}"
+            )
+            pipe = Pipeline(
+                PipelineConfig(
+                    out_dir=str(folder), stages=[stage], num_threads=self.base_cfg.run.num_threads
+                ),
+                log=self.log if not finished else (lambda _: None),
+            )
+            try:
+                outputs = pipe.run()[stage.kind]
+            except PipelineError as err:
+                raise ExperimentError(f"arm {arm.name!r} stage {name!r}: {err}") from None
+            record = json.loads((folder / stage.kind / "done.json").read_text(encoding="utf-8"))
+            if "data" in outputs:
+                self._check_data(Path(outputs["data"]), where=f"arm {arm.name!r} stage {name!r}")
+            made[name] = (outputs, key)
+            done.append(
+                {
+                    "name": name,
+                    "kind": stage.kind,
+                    "folder": str(folder),
+                    "outputs": outputs,
+                    "summary": record.get("summary", {}),
+                    "seconds": record.get("seconds"),
+                }
+            )
+            if stage.kind in MODEL_KINDS:
+                model, model_id = Path(outputs["model"]), key
+        return model, model_id, done
+
+    def _check_data(self, path: Path, where: str) -> None:
+        """Every row of SFT data names its problem (`key`), none of which is held out: not one
+        of the experiment's held-out problems, and outside the held-out share."""
+        from reasonlab.tasks.split import share_position
+
+        held_out = set(self.held_out_keys) | {self.task.key(e) for e in self.probe_examples}
+        fraction = self.base_cfg.task.held_out_fraction
+        for n, row in enumerate(read_jsonl(path), start=1):
+            key = row.get("key")
+            if key is None or key in held_out or share_position(key) < fraction:
+                raise ExperimentError(
+                    f"{where}: {path}:{n}: an SFT row "
+                    + ("names no problem (no key)" if key is None else f"of held-out problem {key}")
+                    + "; SFT data must come from outside the held-out share"
+                )
+
     # -- arms -------------------------------------------------------------------------------
 
-    def arm_overrides(self, arm: Arm, seed: int) -> list[str]:
-        """Every override of the arm's run, in order: base model, the arm's, the quick settings
-        (which win), the seed, and no progress bar."""
+    def arm_overrides(self, arm: Arm, seed: int, model_dir: Path | None = None) -> list[str]:
+        """Every override of the arm's run, in order: start model (`model_dir`, else the base),
+        the arm's, the quick settings (which win), the seed, and no progress bar."""
         bad = [o for o in arm.overrides if o.partition("=")[0].strip().startswith("task.")]
         if bad:
             raise ExperimentError(
@@ -291,7 +561,7 @@ class Context:
                 "base recipe's held-out problems"
             )
         return [
-            f"model.path={self.base_dir}",
+            f"model.path={model_dir or self.base_dir}",
             *arm.overrides,
             *self.quick_overrides,
             f"run.seed={seed}",
@@ -300,46 +570,62 @@ class Context:
         ]
 
     def command(self, arm: Arm) -> str:
-        """The `reasonlab train` command that reruns the arm (SEED for the seed)."""
+        """The `reasonlab train` command that reruns the arm (SEED for the seed), after its
+        stages when it has some (START for the model they make)."""
+        stages = " -> ".join(f"{s.get('name', s['kind'])} ({s['kind']})" for s in arm.stages)
         if not arm.train:
+            if stages:
+                return f"(no RL: the model of its stages, {stages}; see results.json 'stages')"
             return f"(no RL: the base model, {self.base_dir})"
         items = [str(_shown(self.recipe)), *self.arm_overrides(arm, 0)]
         items = [
             i.replace("run.seed=0", "run.seed=SEED").replace("task.seed=0", "task.seed=SEED")
             for i in items
         ]
-        return "reasonlab train " + " ".join(shlex.quote(i) for i in items) + " --out RUN_DIR"
+        if stages:
+            items[1] = "model.path=START"
+        line = "reasonlab train " + " ".join(shlex.quote(i) for i in items) + " --out RUN_DIR"
+        return f"stages {stages} make START; then {line}" if stages else line
 
     def base_record(self) -> RunRecord:
         before = self.before()
-        return RunRecord(None, self.base_dir, {"before": before, "after": before, "curves": {}})
+        data = {"base": before, "before": before, "after": before, "curves": {}}
+        record = RunRecord(None, self.base_dir, data)
+        return self._with_probe(record, self.base_dir, self.base_id, self.base_id)
 
     def train(self, arm: Arm, seed: int) -> RunRecord:
-        """The arm's run for `seed`: reused when finished, resumed when interrupted, else
-        trained; then measured once (experiment.json)."""
-        if not arm.train:
+        """The arm's run for `seed`: its stages (`prepare`), then the RL run, reused when
+        finished, resumed when interrupted, else trained; then measured once (experiment.json)."""
+        if not arm.train and not arm.stages:
             return self.base_record()
+        start_dir, start_id, stages = self.prepare(arm, seed)
+        if not arm.train:  # the model of the stages, measured
+            start = self._evaluate(start_dir, self.out / "evals" / f"{start_id}.json")
+            data = {"base": self.before(), "before": start, "after": start, "stages": stages}
+            return self._with_probe(RunRecord(None, start_dir, data), start_dir, start_id, start_id)
         from reasonlab.config import config_to_yaml, load_config
-        from reasonlab.demo import evaluate_held_out
         from reasonlab.rl.checkpoint import latest_checkpoint
         from reasonlab.rl.config import TrainConfig
         from reasonlab.rl.trainer import Trainer
 
-        cfg = load_config(TrainConfig, str(self.recipe), self.arm_overrides(arm, seed))
+        model_dir = start_dir if arm.stages else None
+        cfg = load_config(TrainConfig, str(self.recipe), self.arm_overrides(arm, seed, model_dir))
         cfg.run.out_dir = ""
-        key = digest(
-            {"config": config_to_yaml(cfg), "base": self.base_id, "eval": self._eval_settings()}
-        )
+        ids = {"config": config_to_yaml(cfg), "base": self.base_id, "eval": self._eval_settings()}
+        if arm.stages:  # (arms without stages keep the keys of the runs made before stages)
+            ids["start"] = start_id
+        key = digest(ids)
         run_dir = self.out / "runs" / key[:12]
         cfg.run.out_dir = str(run_dir)
         done = run_dir / "experiment.json"
         if done.is_file():
             self.log(f"  {arm.name} seed {seed}: finished run reused ({run_dir})")
             data = json.loads(done.read_text(encoding="utf-8"))
-            return RunRecord(run_dir, run_dir / data["model"], data)
+            record = RunRecord(run_dir, run_dir / data["model"], data)
+            return self._with_probe(record, start_dir, start_id, key)
         resume = (run_dir / "config.yaml").is_file()
         self.log(f"  {arm.name} seed {seed}: {'resuming' if resume else 'training'} {run_dir}")
-        start = time.perf_counter()
+        tic = time.perf_counter()
         trainer = Trainer(
             cfg,
             eval_examples=self.held_out,
@@ -348,29 +634,53 @@ class Context:
         )
         trainer.train()
         self._check_held_out(run_dir)
-        model_dir = latest_checkpoint(run_dir)
-        if model_dir is None:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
             raise ExperimentError(f"{run_dir}: the run finished without a checkpoint")
-        after = evaluate_held_out(
-            trainer.model, trainer.tokenizer, self.task, self.held_out, cfg, self.eval_samples, 0
+        seconds = time.perf_counter() - tic
+        after = self._evaluate(
+            checkpoint / "model", run_dir / "after_eval.json", (trainer.model, trainer.tokenizer)
         )
         rows = list(read_jsonl(run_dir / "metrics.jsonl", drop_partial_last_line=True))
         curve_keys = sorted({k for row in rows for k in row if not k.startswith("time/")})
+        start = (
+            self._evaluate(start_dir, self.out / "evals" / f"{start_id}.json")
+            if arm.stages
+            else self.before()
+        )
         data = {
             "arm": arm.name,
             "seed": seed,
-            "model": str((model_dir / "model").relative_to(run_dir)),
-            "before": self.before(),
+            "model": str((checkpoint / "model").relative_to(run_dir)),
+            "base": self.before(),
+            "before": start,
             "after": after,
+            "stages": stages,
             "curves": {
                 k: [r.get(k) if isinstance(r.get(k), int | float) else None for r in rows]
                 for k in curve_keys
             },
-            "seconds": time.perf_counter() - start,
+            "seconds": seconds,
             "resumed": resume,
         }
         atomic_write_text(done, json.dumps(data, indent=2) + "\n")
-        return RunRecord(run_dir, run_dir / data["model"], data)
+        return self._with_probe(
+            RunRecord(run_dir, run_dir / data["model"], data), start_dir, start_id, key
+        )
+
+    def _with_probe(
+        self, record: RunRecord, start_dir: Path, start_id: str, final_id: str
+    ) -> RunRecord:
+        """`record` with the probe distribution's evaluations of the base, the start model and
+        the final model (`record.probe`), when the experiment has a probe. They are cached by
+        model (OUT/evals), not part of the run, so a run is shared with experiments without one."""
+        if self.probe_params is not None:
+            record.data["probe"] = {
+                "base": self.probe_eval(self.base_dir, self.base_id),
+                "before": self.probe_eval(start_dir, start_id),
+                "after": self.probe_eval(record.model_dir, final_id),
+            }
+        return record
 
     def _check_held_out(self, run_dir: Path) -> None:
         keys = sorted(row["key"] for row in read_jsonl(run_dir / "heldout.jsonl"))
@@ -436,11 +746,18 @@ def run_experiment(
     out = Path(out)
     start = time.perf_counter()
     ctx = context or Context(
-        out, exp.recipe, quick=quick, eval_samples=eval_samples, log=log, callbacks=callbacks
+        out,
+        exp.recipe,
+        quick=quick,
+        eval_samples=eval_samples,
+        probe=exp.probe,
+        log=log,
+        callbacks=callbacks,
     )
     seed_list = list(range(count))
     table: dict[str, dict[str, list[float]]] = {}
     run_dirs: dict[str, list[str | None]] = {}
+    stage_dirs: dict[str, list[list[str]]] = {}
     log(f"{name}: {len(exp.arms)} arms x {count} seeds into {out}")
     for arm in exp.arms:
         for seed in seed_list:
@@ -451,6 +768,9 @@ def run_experiment(
                 table.setdefault(arm.name, {}).setdefault(key, []).append(float(values[key]))
             run_dirs.setdefault(arm.name, []).append(
                 None if record.run_dir is None else str(record.run_dir)
+            )
+            stage_dirs.setdefault(arm.name, []).append(
+                [s["folder"] for s in record.data.get("stages", [])]
             )
     assert exp.effects is not None
     effects = exp.effects(table)
@@ -467,8 +787,10 @@ def run_experiment(
             "metric": headline,
             "note": arm.note,
             "overrides": arm.overrides,
+            "stages": arm.stages,
             "command": ctx.command(arm),
             "runs": run_dirs[arm.name],
+            "stage_runs": stage_dirs[arm.name],
             "metrics": stats,
         }
     results = {
@@ -485,6 +807,12 @@ def run_experiment(
             "keys_sha": digest(ctx.held_out_keys),
         },
         "base_model": {"path": str(ctx.base_dir), "id": ctx.base_id},
+        "probe": None
+        if exp.probe is None
+        else {
+            "params": {**ctx.base_cfg.task.params, **exp.probe},
+            "examples": len(ctx.probe_examples),
+        },
         "arms": arms,
         "effects": [e.to_dict() for e in effects],
         "verdict": line,
