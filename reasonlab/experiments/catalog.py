@@ -1,7 +1,7 @@
 """The experiments: each seed paper's claim, its arms, metrics and the effects its verdict reads.
 
 All arms start from the CPU demo's recipe (`reasonlab/demo_countdown.yaml`: GRPO on countdown
-with 3 numbers in 1-9, 30 steps of 16 prompts x 8 responses) and base model; accuracies are on the
+with 3 numbers in 1-9, 20 steps of 16 prompts x 8 responses) and base model; accuracies are on the
 demo's 100 held-out problems, greedy unless said otherwise, in percent. Effects are paired by seed
 (arm A's seed s minus arm B's seed s).
 
@@ -15,7 +15,7 @@ cost assumed for an SFT step of the same shape), 7-12 s per GRPO step of 16 prom
 4 samples of 100 problems). With the base cached in OUT/base (else add its ~11 min once):
 priming ~21 min (15 x (SFT 30 steps ~10 s + GRPO 10 x 8 prompts ~50 s + 2 evaluations ~20 s)),
 long_vs_short_cot ~13 min (18 SFT runs, 780 steps in all, 18 + 6 evaluations, 6 GRPO runs),
-constructed_vs_emergent ~16 min (the teacher's 30-step GRPO ~5 min, shared with r1_zero; 3
+constructed_vs_emergent ~16 min (the teacher's 20-step GRPO ~3.5 min, shared with r1_zero; 3
 sample stages of 800 generations ~50 s each; 6 SFT + 6 GRPO runs), distill_vs_rl ~19 min (the
 teacher; the student's pretraining, at most ~6 min; the sample stages, shared with
 constructed_vs_emergent in the same OUT; 3 student GRPO runs of 10 x 16 prompts), warmup_data
