@@ -303,24 +303,26 @@ def test_bad_stages_are_named_with_the_valid_choices(tmp_path):
         ctx.prepare(arm, 0)
 
 
-@pytest.fixture(scope="module")
-def sft_quick(tmp_path_factory):
+# One test for the five (not a parametrized test on a shared fixture): pytest-xdist may hand the
+# parameters to both workers, and each would build the fixture, the whole cost twice.
+@pytest.mark.slow(seconds=120)
+def test_quick_sft_experiments_run_stages_then_rl_and_a_rerun_reuses_everything(tmp_path):
     """The five SFT-based experiments, --quick, into one folder (one random base, one teacher)."""
-    out = tmp_path_factory.mktemp("sft_experiments")
     logs: list[str] = []
     results = {
-        name: run_experiment(name, out, seeds=QUICK_SEEDS.get(name, 1), quick=True, log=logs.append)
+        name: run_experiment(
+            name, tmp_path, seeds=QUICK_SEEDS.get(name, 1), quick=True, log=logs.append
+        )
         for name in SFT_EXPERIMENTS
     }
-    return out, results, logs
+    for name in SFT_EXPERIMENTS:
+        _check_quick_sft_experiment(tmp_path, results, name)
+    _check_rerun_reuses_every_stage_and_run(tmp_path, results, logs)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", SFT_EXPERIMENTS)
-def test_quick_sft_experiment_runs_stages_then_rl(sft_quick, name):
+def _check_quick_sft_experiment(out, all_results, name):
     from reasonlab.tasks.split import share_position
 
-    out, all_results, _ = sft_quick
     results, exp = all_results[name], get(name)
     seeds = QUICK_SEEDS.get(name, 1)
     assert results["seeds"] == list(range(seeds))
@@ -363,9 +365,7 @@ def test_quick_sft_experiment_runs_stages_then_rl(sft_quick, name):
     assert f'id="{name}"' in (out / "report.html").read_text()
 
 
-@pytest.mark.slow
-def test_quick_sft_experiment_rerun_reuses_every_stage_and_run(sft_quick):
-    out, all_results, first_logs = sft_quick
+def _check_rerun_reuses_every_stage_and_run(out, all_results, first_logs):
     # the teacher is the grpo arm's seed-0 run, trained once for both experiments that sample it
     assert sum("grpo seed 0: training" in line for line in first_logs) == 1
     logs: list[str] = []
