@@ -22,6 +22,11 @@ stage without one, and that stage resumes what it can: sampling and evaluation f
 generations, RL and SFT from their newest checkpoints (when their recipes save them:
 `run.save_every`, `run.save_steps`), pretraining and CoT writing from scratch.
 
+A sample stage that keeps fewer rows than its `sample.min_rows` (a weak policy's rejection
+sampling) stops the pipeline after it, not with an error: `Pipeline.stopped` (and the CLI) say
+which stage kept how many of how many samples and what would keep more; the stage stays finished,
+so a rerun with a lower `min_rows` goes on from there.
+
 The seed papers' pipelines are recipes in `configs/pipelines/` (r1, r1_distill, sky_t1,
 demystify; a `_tiny` CPU variant of each).
 """
@@ -95,6 +100,10 @@ class SampleStage:
     """Accuracy scheme of each row's reward."""
     batch_size: int = 8
     """Problems per generation batch."""
+    min_rows: int = 1
+    """Fewest kept rows the stages after this one can use: when fewer are kept, the pipeline
+    stops after this stage with a message naming it and the counts (its samples are kept; the
+    stage is finished, so a rerun with a lower min_rows goes on without sampling again)."""
 
 
 @dataclass
@@ -260,9 +269,10 @@ class PipelineConfig:
 def fingerprint(stage: StageConfig, inputs: dict[str, str]) -> str:
     """A hash of a stage's settings and resolved inputs: a finished stage with another one was
     made differently."""
-    blob = json.dumps(
-        {"stage": dataclasses.asdict(stage), "inputs": inputs}, sort_keys=True, default=str
-    )
+    settings = dataclasses.asdict(stage)
+    if settings.get("sample"):  # a threshold on the output, not a setting that makes it
+        settings["sample"].pop("min_rows", None)
+    blob = json.dumps({"stage": settings, "inputs": inputs}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -277,6 +287,9 @@ class Pipeline:
         self.config, self.base, self.log = config, base, log
         self.out = Path(config.out_dir)
         self.outputs: dict[str, dict[str, str]] = {}
+        self.stopped: str | None = None
+        """Why the last run stopped before the last stage (a stage yielded too little data),
+        else None."""
 
     def stage_dir(self, stage: StageConfig) -> Path:
         return self.out / stage.name
@@ -304,6 +317,7 @@ class Pipeline:
             torch.set_num_threads(threads)
 
     def _run(self) -> dict[str, dict[str, str]]:
+        self.stopped = None
         for i, stage in enumerate(self.config.stages, start=1):
             inputs = self._inputs(stage)
             done = self.stage_dir(stage) / DONE
@@ -319,6 +333,8 @@ class Pipeline:
                     )
                 self.log(f"{header}: done earlier, outputs {record['outputs']}")
                 self.outputs[stage.name] = record["outputs"]
+                if self._stop_after(stage, record["summary"], i):
+                    return self.outputs
                 continue
             self.log(f"{header}: running")
             start = time.perf_counter()
@@ -335,7 +351,30 @@ class Pipeline:
             atomic_write_text(done, json.dumps(record, indent=2, default=str) + "\n")
             self.outputs[stage.name] = outputs
             self.log(f"{header}: done in {record['seconds']:.0f}s, outputs {outputs}")
+            if self._stop_after(stage, summary, i):
+                return self.outputs
         return self.outputs
+
+    def _stop_after(self, stage: StageConfig, summary: dict[str, Any], position: int) -> bool:
+        """True (and `self.stopped` says why) when a sample stage kept fewer rows than its
+        `min_rows` and stages follow it: an SFT on a handful of rows is no result."""
+        if stage.kind != "sample" or position == len(self.config.stages):
+            return False
+        cfg: SampleStage = stage.settings()
+        kept = summary.get("kept", 0)
+        if kept >= cfg.min_rows:
+            return False
+        later = [s.name for s in self.config.stages[position:]]
+        self.stopped = (
+            f"stage {stage.name!r} kept {kept} of {summary.get('samples', '?')} samples "
+            f"({summary.get('problems_kept', '?')} of {summary.get('problems', '?')} problems; "
+            f"pass@{summary.get('n', '?')} {summary.get('pass_at_n', float('nan')):.3f}), fewer "
+            f"than its sample.min_rows={cfg.min_rows}: stopped before {', '.join(later)}. "
+            f"A stronger model (more training before {stage.model!r}), more problems or samples "
+            f"(sample.problems, sample.n) keep more; or lower sample.min_rows and run again"
+        )
+        self.log(f"pipeline stopped: {self.stopped}")
+        return True
 
     def _inputs(self, stage: StageConfig) -> dict[str, str]:
         inputs = {}

@@ -113,6 +113,48 @@ def test_pipeline_runs_stages_in_order_and_resumes(tmp_path, monkeypatch, capsys
     assert calls[-1] == "eval" and len(calls) == 6
 
 
+def test_a_sample_stage_with_too_few_rows_stops_the_pipeline_with_its_counts(
+    tmp_path, monkeypatch, capsys
+):
+    """A sample stage that keeps fewer rows than its min_rows stops the pipeline after it, not
+    with an error: the CLI names the stage, the counts and the stages not run, and exits 0; the
+    sample stage is finished, so lowering min_rows goes on without sampling again."""
+    recipe = _write(tmp_path)
+    recipe.write_text(recipe.read_text().replace("keep: all", "keep: all\n      min_rows: 7"))
+    calls: list[str] = []
+    real = dict(pipeline.RUNNERS)
+
+    def counting(kind):
+        def runner(pipe, stage, inputs, out):
+            calls.append(stage.name)
+            if kind in ("rl", "eval"):  # what follows the stop: its mechanics only
+                return {"model": str(inputs["model"])}, {}
+            return real[kind](pipe, stage, inputs, out)
+
+        return runner
+
+    for kind in real:
+        monkeypatch.setitem(pipeline.RUNNERS, kind, counting(kind))
+    assert main(["pipeline", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert calls == ["base", "rs"]
+    assert (
+        "pipeline stopped early in " in out
+        and "stage 'rs' kept 6 of 6 samples (3 of 3 problems; pass@2" in out
+        and "fewer than its sample.min_rows=7: stopped before grpo, eval" in out
+    ), out
+    assert _done(tmp_path, "rs")["summary"]["kept"] == 6
+    assert not (tmp_path / "out" / "grpo").exists()
+    # a rerun stops again, without sampling again
+    assert main(["pipeline", str(recipe)]) == 0
+    assert calls == ["base", "rs"] and "stopped before grpo" in capsys.readouterr().out
+    # min_rows lowered: the finished sample stage is kept and the pipeline goes on
+    recipe.write_text(recipe.read_text().replace("min_rows: 7", "min_rows: 6"))
+    assert main(["pipeline", str(recipe)]) == 0
+    assert calls == ["base", "rs", "grpo", "eval"]
+    assert "pipeline done: 4 stages" in capsys.readouterr().out
+
+
 def test_bad_recipes_are_refused_with_where_and_what(tmp_path):
     def check(text):
         path = tmp_path / "bad.yaml"
@@ -185,9 +227,23 @@ def _reduced_r1_tiny(tmp_path) -> Path:
     recipe["out_dir"] = str(tmp_path / "out")
     recipe["num_threads"] = 1
     fewer = {
-        "pretrain": {"problems": 16, "attempts": 2, "steps": 6, "batch_size": 4, "vocab_size": 512},
+        "pretrain": {
+            "size": "tiny",
+            "problems": 16,
+            "attempts": 2,
+            "steps": 6,
+            "batch_size": 4,
+            "vocab_size": 512,
+        },
         "cot": {"n": 12, "problems": 6},
-        "sample": {"problems": 3, "n": 2, "keep": "all", "k": None, "max_new_tokens": 24},
+        "sample": {
+            "problems": 3,
+            "n": 2,
+            "keep": "all",
+            "k": None,
+            "max_new_tokens": 24,
+            "min_rows": 1,
+        },
         "eval": {"n": 2, "limit": 3, "max_new_tokens": 24},
     }
     shorter = {

@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         outputs = pipeline.run()
     except (PipelineError, ConfigError, DataError, FileExistsError) as err:
         raise CLIError(str(err)) from None
+    if pipeline.stopped:  # a stage yielded too little data: said, and not an error
+        print(f"pipeline stopped early in {config.out_dir}: {pipeline.stopped}")
+        return 0
     last = config.stages[-1].name
     print(f"pipeline done: {len(outputs)} stages in {config.out_dir}; {last}: {outputs[last]}")
     return 0
