@@ -109,6 +109,36 @@ def test_rows_finishing_at_different_steps(model, tokenizer):
         )
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prompt_cache_samples_what_copied_caches_do(tokenizer, attn):
+    """Decode steps that read one KV cache per prompt (shared-prefix attention) sample the same
+    tokens as decoding with the prompt's cache copied to each of its rows, with logprobs equal to
+    float rounding: grouped-query heads, left-padded prompts of several lengths, a prompt given
+    twice, and rows that finish (and leave the batch) at different steps."""
+    model = tiny.build_model(
+        tokenizer, arch="qwen2", hidden_size=32, num_hidden_layers=2, num_key_value_heads=2, seed=4
+    )
+    model.config._attn_implementation = attn
+    prompts = PROMPTS + [PROMPTS[0]]
+    params = SamplingParams(n=5, temperature=1.0, max_new_tokens=24, seed=3)
+    plain = HFEngine(model, tokenizer).generate(prompts, params)
+    counts = torch.bincount(torch.tensor([t for r in plain for t in r.completion_ids]))
+    shared = engine_with_eos(model, tokenizer, int(counts.argmax()))
+    copied = engine_with_eos(model, tokenizer, int(counts.argmax()))
+    copied._shares_prefix = False  # the copy-per-row decode
+    assert shared._can_share_prefix()
+    a, b = shared.generate(prompts, params), copied.generate(prompts, params)
+    assert len({len(r.completion_ids) for r in a}) > 3, "the test needs rows of many lengths"
+    assert [r.completion_ids for r in a] == [r.completion_ids for r in b]
+    assert [r.finish_reason for r in a] == [r.finish_reason for r in b]
+    for x, y in zip(a, b):
+        torch.testing.assert_close(
+            torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-5, rtol=0
+        )
+        expected = teacher_forced_logprobs(model, x, 1.0)
+        torch.testing.assert_close(torch.tensor(x.logprobs), expected, atol=1e-4, rtol=0)
+
+
 def test_eos_ends_a_row_and_stays_out_of_the_text(model, tokenizer):
     base = HFEngine(model, tokenizer).generate(["hello"], greedy(12))[0]
     stop_token = base.completion_ids[4]

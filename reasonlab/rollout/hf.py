@@ -5,8 +5,19 @@ cheaply: the log-probability of every sampled token, per-sample finish reasons, 
 overhead on small models. Per batch of rows (a row is one sample of one prompt):
 
 1. prefill each distinct prompt once (left-padded, `position_ids` counted from each prompt's first
-   real token, logits of the last position only), then copy its KV cache to its `n` sample rows;
-2. decode one token per step for every unfinished row, feeding the cache;
+   real token, logits of the last position only);
+2. decode one token per step for every unfinished row, feeding the cache. When prompts have
+   several samples, their KV cache is shared rather than copied to each sample row (cascade or
+   shared-prefix attention, as in Hydragen, Juravsky et al. 2024): a decode step's attention
+   scores each row's query against its prompt's keys in one matmul per prompt (the prompt's keys
+   and values read once, not once per sample) and against the row's own generated keys, then
+   takes one softmax over both. A decode step's attention reads the whole cache of each row, so
+   with long prompts and many samples the copies are most of what it reads. The numbers are those
+   of attention over prompt + response up to float rounding (sums in another order; the tests
+   compare tokens and logprobs with the copied cache). Used with the `sdpa` and `eager` attention
+   of models whose layers are all full attention and pass attention keyword arguments through
+   (checked once per engine by a one-token probe); otherwise each row gets a copy of its prompt's
+   cache, as before;
 3. a row finishes on an EOS token, on a stop string, or after `max_new_tokens` tokens; finished
    rows are dropped from the batch (and from the cache), and the loop ends when none is left.
 
@@ -39,6 +50,8 @@ from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.modeling_utils import AttentionInterface
 
 from reasonlab.models import cache_keyword
 from reasonlab.records import Rollout
@@ -70,6 +83,7 @@ class HFEngine:
         self.pad_id = pad if pad is not None else self.eos_ids[0]
         self._keep_last_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._cache_kw = cache_keyword(model)
+        self._shares_prefix: bool | None = None  # found out at the first call that could share
         # Unseeded calls draw from this generator, itself seeded from torch's global RNG, so that
         # `torch.manual_seed` at the top of a script fixes every sample.
         self._generator = torch.Generator(device=self.device)
@@ -155,7 +169,8 @@ class HFEngine:
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention[:, :prompt_len].cumsum(-1) - 1).clamp(min=0)  # [prompts, prompt_len]
 
-        cache = _new_cache(self.model, prompt_len + max_new)
+        share = len(uniq) < num_rows and self._can_share_prefix()
+        cache = _new_cache(self.model, prompt_len + (0 if share else max_new))
         extra = {"logits_to_keep": 1} if self._keep_last_logits else {}
         out = self.model(
             input_ids=input_ids,
@@ -166,7 +181,11 @@ class HFEngine:
             **extra,
         )
         expand = torch.tensor(row_to_prompt, device=device)  # [rows] -> prompt index
-        if len(uniq) != num_rows:
+        prefix = None
+        if share:  # the prompts' cache stays one per prompt; rows cache their own tokens
+            prefix = _SharedPrefix(cache, attention[:, :prompt_len].bool(), row_to_prompt)
+            cache = _new_cache(self.model, max_new)
+        elif len(uniq) != num_rows:
             cache.reorder_cache(expand)
         logits = out.logits[:, -1, :].float().index_select(0, expand)  # [rows, vocab]
         attention = attention.index_select(0, expand)  # [rows, prompt_len + max_new]
@@ -203,18 +222,25 @@ class HFEngine:
                 if num_live <= 0.75 * live.numel() and t < max_new - 1:
                     keep = live.nonzero().squeeze(1)  # [live rows]
                     cache.reorder_cache(keep)
+                    if prefix is not None:
+                        prefix.select(keep)
                     active, token, live = active[keep], token[keep], live[keep]
                     attention, next_pos = attention[keep], next_pos[keep]
             if t == max_new - 1:
                 break
-            attention[:, prompt_len + t] = 1
-            out = self.model(
-                input_ids=token[:, None],
-                attention_mask=attention[:, : prompt_len + t + 1],
-                position_ids=next_pos[:, None],
-                use_cache=True,
-                **{self._cache_kw: cache},
-            )
+            if prefix is not None:
+                out = prefix.decode(
+                    self.model, token[:, None], next_pos[:, None], {self._cache_kw: cache}
+                )
+            else:
+                attention[:, prompt_len + t] = 1
+                out = self.model(
+                    input_ids=token[:, None],
+                    attention_mask=attention[:, : prompt_len + t + 1],
+                    position_ids=next_pos[:, None],
+                    use_cache=True,
+                    **{self._cache_kw: cache},
+                )
             logits = out.logits[:, -1, :].float()
             next_pos = next_pos + 1
 
@@ -223,6 +249,14 @@ class HFEngine:
             (tokens_list[r][: lengths[r]], logprobs_list[r][: lengths[r]], reasons[r])
             for r in range(num_rows)
         ]
+
+    def _can_share_prefix(self) -> bool:
+        """Whether decode steps can attend to a prompt cache shared by the prompt's rows
+        (`_SharedPrefix`): sdpa or eager attention, every layer full attention in a buffered
+        cache, and attention keyword arguments reaching the attention function (one probe call)."""
+        if self._shares_prefix is None:
+            self._shares_prefix = _SharedPrefix.supported(self.model, self._cache_kw)
+        return self._shares_prefix
 
     def _rollout(
         self,
@@ -420,6 +454,174 @@ def _new_cache(model: Any, capacity: int) -> Any:
     if layers and all(type(layer) is DynamicLayer for layer in layers):
         cache.layers = [_BufferedLayer(capacity) for _ in layers]
     return cache
+
+
+_SHARED_PREFIX = "reasonlab_shared_prefix"
+"""The attention implementation name a decode step runs under while it shares prompt caches."""
+
+
+def _shared_prefix_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    shared_prefix: _SharedPrefix | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A transformers attention function for decode steps with a shared prompt cache: `key`,
+    `value` hold each row's generated tokens only, `shared_prefix` the prompts'. Without it (the
+    probe of a model that drops attention keyword arguments), plain sdpa over `key`, `value`."""
+    if shared_prefix is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    shared_prefix.calls += 1
+    return shared_prefix.attend(module.layer_idx, query, key, value, scaling), None
+
+
+AttentionInterface.register(_SHARED_PREFIX, _shared_prefix_attention)
+
+
+class _SharedPrefix:
+    """The prompts' KV cache of a decode loop, one copy per distinct prompt, and the attention of
+    a decode step over it plus each row's own generated tokens (`_shared_prefix_attention`).
+
+    Rows are laid out by prompt in slots [prompts, m] (m: the most rows any prompt has), so that
+    the scores against a prompt's keys are one matmul for all its rows: its keys and values are
+    read once per step, not once per row. Finished rows leave by `select`, as they leave the
+    rows' cache.
+    """
+
+    def __init__(self, prefill: Any, prompt_mask: torch.Tensor, row_to_prompt: list[int]):
+        self.keys = [layer.keys for layer in prefill.layers]  # [prompts, kv_heads, P, head_dim]
+        self.values = [layer.values for layer in prefill.layers]
+        self.prompt_mask = prompt_mask  # [prompts, P] True at real tokens
+        self.calls = 0
+        self._layout(row_to_prompt)
+
+    def _layout(self, owner: list[int]) -> None:
+        """Slots of the rows: `row_slot` [rows] -> slot, `slot_row` [prompts * m] -> a row (row 0
+        for an empty slot, whose results are never read)."""
+        prompts = self.prompt_mask.shape[0]
+        seen = [0] * prompts
+        row_slot = []
+        for prompt in owner:
+            row_slot.append((prompt, seen[prompt]))
+            seen[prompt] += 1
+        self.m = max(seen)
+        device = self.prompt_mask.device
+        self.owner = owner
+        self.row_slot = torch.tensor([p * self.m + k for p, k in row_slot], device=device)
+        self.slot_row = torch.zeros(prompts * self.m, dtype=torch.long, device=device)
+        self.slot_row[self.row_slot] = torch.arange(len(owner), device=device)
+        # rows already in slot order (every prompt's m rows, prompt by prompt): no reordering
+        self.in_order = len(owner) == prompts * self.m and owner == sorted(owner)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep rows `keep` [live rows] (batch positions), in that order."""
+        self._layout([self.owner[i] for i in keep.tolist()])
+
+    def decode(self, model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: dict):
+        """One decode step of `model` under this attention (no mask: a row sees all of its
+        prompt's real tokens and all of its own tokens)."""
+        config = model.config
+        previous = config._attn_implementation
+        config._attn_implementation = _SHARED_PREFIX
+        try:
+            return model(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                use_cache=True,
+                shared_prefix=self,
+                **cache,
+            )
+        finally:
+            config._attn_implementation = previous
+
+    def attend(
+        self,
+        layer: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        scaling: float | None,
+    ) -> torch.Tensor:
+        """softmax(q . [K_prompt; K_row] * scaling) . [V_prompt; V_row] for one decode step.
+
+        query [b, heads, 1, d]; key, value [b, kv_heads, t, d] (the row's tokens); returns the
+        attention output [b, 1, heads, d], the layout transformers' attention functions return.
+        """
+        prompt_keys, prompt_values = self.keys[layer], self.values[layer]
+        prompts, kv_heads, P, d = prompt_keys.shape
+        b, heads = query.shape[0], query.shape[1]
+        g = heads // kv_heads  # query heads per kv head (GQA)
+        scale = d**-0.5 if scaling is None else scaling
+        q = query.reshape(b, kv_heads, g, d) * scale  # [b, kv_heads, g, d]
+        # against the prompt: the rows of a prompt side by side, [prompts, kv_heads, g * m, d]
+        prompt_scores = torch.matmul(self._to_slots(q), prompt_keys.transpose(-1, -2))
+        prompt_scores = prompt_scores.masked_fill(
+            ~self.prompt_mask[:, None, None, :], float("-inf")
+        )  # [prompts, kv_heads, g * m, P]
+        own_scores = torch.matmul(q, key.transpose(-1, -2))  # [b, kv_heads, g, t]
+        scores = torch.cat(
+            [self._to_rows(prompt_scores, g), own_scores], dim=-1
+        )  # [b, kv, g, P + t]
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        own = torch.matmul(probs[..., P:], value)  # [b, kv_heads, g, d]
+        from_prompt = torch.matmul(
+            self._to_slots(probs[..., :P]), prompt_values
+        )  # [u, kv, g * m, d]
+        return (self._to_rows(from_prompt, g) + own).reshape(b, 1, heads, d)
+
+    def _to_slots(self, x: torch.Tensor) -> torch.Tensor:
+        """[b, kv_heads, g, n] per row -> [prompts, kv_heads, g * m, n] per prompt slot."""
+        _, kv_heads, g, n = x.shape
+        prompts, m = self.prompt_mask.shape[0], self.m
+        if not self.in_order:
+            x = x.index_select(0, self.slot_row)
+        x = x.view(prompts, m, kv_heads, g, n).permute(0, 2, 3, 1, 4)
+        return x.reshape(prompts, kv_heads, g * m, n)
+
+    def _to_rows(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """[prompts, kv_heads, g * m, n] per prompt slot -> [b, kv_heads, g, n] per row."""
+        prompts, kv_heads, _, n = x.shape
+        x = x.view(prompts, kv_heads, g, self.m, n).permute(0, 3, 1, 2, 4)
+        x = x.reshape(prompts * self.m, kv_heads, g, n)
+        return x if self.in_order else x.index_select(0, self.row_slot)
+
+    @staticmethod
+    def supported(model: Any, cache_kw: str) -> bool:
+        """Whether `model` can decode with a shared prompt cache: sdpa or eager attention, every
+        layer full attention (plain `DynamicLayer`s, made `_BufferedLayer`s), and attention
+        keyword arguments passed through to the attention function (a one-token probe)."""
+        config = model.config
+        if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+            return False
+        cache = _new_cache(model, 2)
+        layers = getattr(cache, "layers", None)
+        if not layers or not all(isinstance(layer, _BufferedLayer) for layer in layers):
+            return False
+        probe = _SharedPrefix.__new__(_SharedPrefix)
+        probe.calls = 0
+        probe.attend = lambda layer, query, key, value, scaling: torch.zeros(  # type: ignore
+            query.shape[0],
+            1,
+            query.shape[1],
+            query.shape[3],
+            dtype=query.dtype,
+            device=query.device,
+        )
+        pad = model.config.pad_token_id or 0
+        ids = torch.tensor([[pad]], device=_model_device(model))
+        try:
+            with torch.inference_mode():
+                _SharedPrefix.decode(probe, model, ids, torch.zeros_like(ids), {cache_kw: cache})
+        except TypeError:  # a forward that takes no extra keyword arguments
+            return False
+        return probe.calls == len(layers)
 
 
 def _model_device(model: Any) -> torch.device:
