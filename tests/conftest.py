@@ -1,4 +1,5 @@
-"""Test ordering for the CI's two pytest-xdist workers (`make test`: `-n 2 --dist worksteal`).
+"""Test ordering and threads for the CI's two pytest-xdist workers (`make test`: `-n 2 --dist
+worksteal`).
 
 The tests marked `slow` run first, longest first by their `seconds` estimate
 (`@pytest.mark.slow(seconds=...)`): the longest one (tests/test_demo.py, most of the suite's time)
@@ -9,7 +10,25 @@ the tests queued before it, and the ones queued behind it waited for it.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on the CI's 2 cores: one intra-op thread each. A recipe's `run.num_threads: 2`
+    # (the demo's) would put 3-4 OpenMP threads on 2 cores, and their spin-waiting cost 3.6x:
+    # test_demo took 705 s next to the other worker against 197 s alone (2026-11-30; two
+    # processes of 2 threads each doing small matmuls ran 9x slower than of 1 thread each).
+    # Tests that compare thread counts run them in subprocesses, which this does not touch.
+    import torch
+
+    _set_num_threads = torch.set_num_threads
+    _set_num_threads(1)
+
+    def _one_thread(count: int) -> None:
+        _set_num_threads(1)
+
+    torch.set_num_threads = _one_thread
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
