@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--pretrain-packing",
         default=None,
         choices=["samples", "shared_prompt"],
-        help="base model packing (default samples; tests/test_demo.py uses shared_prompt)",
+        help="base model packing (default samples: whole attempts; shared_prompt: one prompt copy per row, then its attempts)",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="RL recipe overrides")
     p.set_defaults(func=run)
