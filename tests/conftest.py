@@ -4,8 +4,8 @@ worksteal`).
 The tests marked `slow` run first, longest first by their `seconds` estimate
 (`@pytest.mark.slow(seconds=...)`): the longest one (tests/test_demo.py, most of the suite's time)
 then starts at once on one worker while the other takes the rest, and `worksteal` hands that
-worker the tests queued behind the long one. Collected in file order, the demo's test started only after
-the tests queued before it, and the ones queued behind it waited for it.
+worker the tests queued behind the long one. Collected in file order, the demo's test started
+only after the tests queued before it, and the ones queued behind it waited for it.
 """
 
 from __future__ import annotations
