@@ -306,15 +306,10 @@ class Pipeline:
 
     def run(self) -> dict[str, dict[str, str]]:
         """Run every unfinished stage in order; returns each stage's outputs."""
-        import torch
+        from reasonlab.threads import intra_op_threads
 
-        threads = torch.get_num_threads()
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
-        try:
+        with intra_op_threads(self.config.num_threads):
             return self._run()
-        finally:
-            torch.set_num_threads(threads)
 
     def _run(self) -> dict[str, dict[str, str]]:
         self.stopped = None

@@ -15,20 +15,15 @@ import os
 import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Two workers on the CI's 2 cores: one intra-op thread each. A recipe's `run.num_threads: 2`
-    # (the demo's) would put 3-4 OpenMP threads on 2 cores, and their spin-waiting cost 3.6x:
-    # test_demo took 705 s next to the other worker against 197 s alone (2026-11-30; two
-    # processes of 2 threads each doing small matmuls ran 9x slower than of 1 thread each).
-    # Tests that compare thread counts run them in subprocesses, which this does not touch.
+    # Two workers on the CI's 2 cores: one intra-op thread each, the cap every recipe's
+    # `num_threads` obeys (`reasonlab.threads`). The demo's `run.num_threads: 2` would put 3-4
+    # OpenMP threads on 2 cores, and their spin-waiting cost 3.6x: test_demo took 705 s next to
+    # the other worker against 197 s alone (2026-11-30). Subprocesses inherit the cap; a test
+    # that compares thread counts removes it from their environment.
+    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
-    _set_num_threads = torch.set_num_threads
-    _set_num_threads(1)
-
-    def _one_thread(count: int) -> None:
-        _set_num_threads(1)
-
-    torch.set_num_threads = _one_thread
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -363,6 +363,7 @@ def test_pretraining_the_same_settings_twice_gives_the_same_weights():
     digests = []
     for hash_seed, threads in (("1", "1"), ("2", "2")):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        env.pop("OMP_NUM_THREADS", None)  # the xdist workers' cap would make both runs 1 thread
         out = subprocess.run(
             [sys.executable, "-c", _SAME_SEED_SCRIPT, threads],
             env=env,

@@ -450,12 +450,13 @@ def pretrain(
 
     batch_size is in packed rows of `seq_len` tokens; packing is "samples" (position ids restart
     per sample) or "shared_prompt" (see module doc). num_threads sets torch's intra-op threads for
-    the run (None: leave torch's setting). callback(record) is called every `log_every` steps with
+    the run (capped by OMP_NUM_THREADS, `reasonlab.threads`; None: leave torch's setting). callback(record) is called every `log_every` steps with
     {step, loss, lr, tokens_per_s (packed tokens processed), seconds}. Returns stats: steps, final_loss (mean of the last
     `log_every` steps), first_loss, losses (one per log), seconds, tokens (target tokens seen),
     epochs, num_params, cut_samples.
     """
     from reasonlab.optim import adamw, scheduler
+    from reasonlab.threads import set_intra_op_threads
 
     if steps < 1 or batch_size < 1 or seq_len < 2:
         raise ValueError(
@@ -484,9 +485,7 @@ def pretrain(
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    old_threads = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    old_threads = set_intra_op_threads(num_threads)
     optimizer = adamw(model, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     schedule = scheduler(
         optimizer, total_steps=steps, warmup_steps=warmup, min_lr_ratio=min_lr_ratio

@@ -90,6 +90,7 @@ from reasonlab.rl.learner import Learner, StepBatch, ValueHead, build_optimizer
 from reasonlab.rl.losses import groups_with_signal
 from reasonlab.rollout.base import Prompt, SamplingParams
 from reasonlab.tasks.base import verify_all
+from reasonlab.threads import set_intra_op_threads
 
 RUN_FILES = ("metrics.jsonl", "rollouts.jsonl", "eval.jsonl", "prompts.jsonl")
 """Per-step run files, cut back to the checkpoint's step on resume. prompts.jsonl lists every
@@ -335,8 +336,7 @@ class Trainer:
 
     def _setup_torch(self) -> None:
         run = self.config.run
-        if run.num_threads:
-            torch.set_num_threads(run.num_threads)
+        set_intra_op_threads(run.num_threads)
         if run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

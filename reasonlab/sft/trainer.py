@@ -50,6 +50,7 @@ from reasonlab.records import Example
 from reasonlab.sft.config import SFTConfig
 from reasonlab.sft.data import Row, read_rows, tokenize_rows
 from reasonlab.sft.losses import LOSSES, check_same_tokenizer
+from reasonlab.threads import set_intra_op_threads
 
 RUN_FILES = ("metrics.jsonl", "eval.jsonl")
 """Per-step run files, cut back to the checkpoint's step on resume."""
@@ -116,8 +117,7 @@ class SFTTrainer:
         self.config = cfg = config
         self.log = log
         self.run_dir = Path(cfg.run.out_dir)
-        if cfg.run.num_threads:
-            torch.set_num_threads(cfg.run.num_threads)
+        set_intra_op_threads(cfg.run.num_threads)
         random.seed(cfg.training.seed)
         np.random.seed(cfg.training.seed % 2**32)
         torch.manual_seed(cfg.training.seed)
