@@ -425,7 +425,7 @@ register(
 # problems as every RL run ("sft" metrics: before RL).
 
 RL_STEPS = 10
-"""GRPO steps after SFT (the demo runs 30 from its base)."""
+"""GRPO steps after SFT (the demo runs 20 from its base)."""
 RL_PROMPTS = 8
 """Prompts per GRPO step after SFT (the demo's 16 halved, x 8 responses each)."""
 AFTER_SFT = [
