@@ -13,6 +13,9 @@ Writing: `atomic_path(path)` hands out a temporary file in the same folder and r
 the temporary file is removed and `path` is left as it was, so a reader never sees a partial
 file. `atomic_open`, `atomic_write_text` and `write_jsonl` are built on it.
 
+Locking: `file_lock(path)` serialises work on a shared folder between processes (an experiment's
+runs, stages and base, when several `reasonlab experiment` processes share an output folder).
+
 This module imports nothing of ours, so every room may use it.
 """
 
@@ -95,6 +98,38 @@ def read_run_file(path: PathLike) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         return []
     return list(read_jsonl(path, drop_partial_last_line=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Locking
+
+
+class Busy(RuntimeError):
+    """`file_lock(..., wait=False)`: another process holds the lock."""
+
+
+@contextmanager
+def file_lock(path: PathLike, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (created, never removed) for the block, against
+    other processes (`fcntl.flock`, POSIX). The kernel drops it when the holder exits, even by
+    SIGKILL, so a killed run never leaves a stale lock. `wait=False`: raise `Busy` at once when
+    another process holds it."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise CannotWrite(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise Busy(f"{path} is held by another process") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 # --------------------------------------------------------------------------------------------

@@ -195,6 +195,30 @@ def test_quick_run_resumes_reuses_and_writes_results(tmp_path):
     }
 
 
+@pytest.mark.slow(seconds=40)
+def test_jobs_split_the_runs_between_processes_with_one_process_s_results(
+    tmp_path, capsys, monkeypatch
+):
+    """`--jobs 2`: a second process trains the runs the first does not hold (file locks); each
+    run is trained once, and the numbers are those of one process alone."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # both ways on one thread: equal float sums
+    alone = run_experiment("cosine_reward", tmp_path / "one", seeds=2, quick=True, log=print)
+    capsys.readouterr()
+    out = tmp_path / "two"
+    assert main(["experiment", "cosine_reward", "--quick", "--seeds", "2", "--out", str(out),
+                 "--jobs", "2"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    worker = (out / "jobs" / "job-1.log").read_text()
+    trained = [line for line in (printed + worker).splitlines() if ": training " in line]
+    assert len(trained) == 4, printed + worker  # 2 arms x 2 seeds, each trained by one process
+    assert "1 torch thread(s) each" in printed
+    both = json.loads((out / "cosine_reward" / "results.json").read_text())
+    assert {a: v["metrics"] for a, v in both["arms"].items()} == {
+        a: v["metrics"] for a, v in alone["arms"].items()
+    }
+    assert both["verdict"] == alone["verdict"]
+
+
 def test_an_arm_may_not_change_the_held_out_problems(tmp_path):
     ctx = Context.__new__(Context)  # arm_overrides reads no model
     ctx.quick_overrides = []

@@ -153,3 +153,46 @@ def test_an_unwritable_folder_is_cannot_write_naming_the_path(tmp_path):
         write_jsonl(blocker / "sub" / "out.jsonl", [{"a": 1}])
     assert isinstance(err.value, OSError)
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_file_lock_excludes_other_holders_and_dies_with_its_process(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from reasonlab.io import Busy, file_lock
+
+    lock = tmp_path / "locks" / "run-x"
+    with file_lock(lock):
+        with pytest.raises(Busy, match="run-x"):  # another open file description: refused
+            with file_lock(lock, wait=False):
+                pass
+    with file_lock(lock, wait=False):  # released after the block
+        pass
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom reasonlab.io import file_lock\n"
+            "with file_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Busy):
+            with file_lock(lock, wait=False):
+                pass
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs in the holder
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with file_lock(lock, wait=False):
+                break
+        except Busy:
+            assert time.monotonic() < deadline, "the lock outlived its killed holder"
+            time.sleep(0.05)

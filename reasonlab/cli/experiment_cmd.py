@@ -5,17 +5,23 @@ finished run is reused, an interrupted one resumed), then writes DIR/NAME/result
 mean, std and per-seed values of each metric, the command), DIR/NAME/NAME.png, DIR/report.html
 (every experiment in DIR) and prints the verdict computed from the numbers. `--list` names each
 experiment with its paper and claim; `--all` runs every one that can run now. `--quick` checks the
-mechanics on a random tiny model in a couple of steps, not the finding.
+mechanics on a random tiny model in a couple of steps, not the finding. `--jobs N` trains runs in N
+processes side by side (file locks in DIR/locks: a process takes the runs no other holds; another
+`reasonlab experiment` on the same DIR joins in the same way); each gets CPU count // N threads.
 
 example:
   reasonlab experiment --list
   reasonlab experiment r1_zero --seeds 3 --out runs/experiments
   reasonlab experiment --all --out runs/experiments
+  reasonlab experiment policy_losses --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from reasonlab.cli import CLIError, HelpFormatter
@@ -38,7 +44,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick", action="store_true", help="a random tiny model, two steps: the mechanics only"
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes training runs side by side (each takes the runs the others do not "
+        "hold; torch threads per process: the CPU count // JOBS, at least 1)",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a --jobs process
     p.set_defaults(func=run)
+
+
+def start_workers(args: argparse.Namespace) -> list[tuple[subprocess.Popen, Path]]:
+    """`--jobs N`: N - 1 more processes of the same command (without --jobs), logging to
+    OUT/jobs/job-K.log; every process, this one too, gets OMP_NUM_THREADS = CPU count // N (or
+    the lower cap already set), which caps each run's `run.num_threads` (`reasonlab.threads`)."""
+    from reasonlab.threads import thread_cap
+
+    cap = max(1, (os.cpu_count() or 1) // args.jobs)
+    cap = min(cap, thread_cap() or cap)
+    os.environ["OMP_NUM_THREADS"] = str(cap)
+    argv = ["experiment", *([args.name] if args.name else ["--all"]), "--out", str(args.out)]
+    argv += [*(["--seeds", str(args.seeds)] if args.seeds else []), "--worker"]
+    argv += ["--quick"] if args.quick else []
+    workers = []
+    for k in range(1, args.jobs):
+        log = args.out / "jobs" / f"job-{k}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w", encoding="utf-8") as f:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "reasonlab", *argv], stdout=f, stderr=subprocess.STDOUT
+            )
+        workers.append((proc, log))
+    print(f"{args.jobs} processes, {cap} torch thread(s) each; the others log to {log.parent}")
+    return workers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,13 +105,25 @@ def run(args: argparse.Namespace) -> int:
         except UnknownNameError as err:
             raise CLIError(str(err)) from None
         todo = [args.name]
+    if args.jobs < 1:
+        raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
+    workers = start_workers(args) if args.jobs > 1 else []
     lines = []
-    for name in todo:
-        try:
-            results = run_experiment(name, args.out, seeds=args.seeds, quick=args.quick)
-        except ExperimentError as err:
-            raise CLIError(str(err)) from None
-        lines.append(f"{name}: {results['verdict']}")
+    try:
+        for name in todo:
+            try:
+                results = run_experiment(
+                    name, args.out, seeds=args.seeds, quick=args.quick, train_only=args.worker
+                )
+            except ExperimentError as err:
+                raise CLIError(str(err)) from None
+            lines.append(f"{name}: {results.get('verdict', 'runs trained')}")
+    finally:
+        for proc, log in workers:
+            if proc.wait() != 0:
+                print(f"reasonlab: a --jobs process exited {proc.returncode}: see {log}")
+    if args.worker:
+        return 0
     if len(lines) > 1:  # each verdict was printed as it came; here all of them together
         print("\n".join(lines))
     print(f"wrote {args.out / 'report.html'}")

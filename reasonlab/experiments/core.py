@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reasonlab.io import atomic_write_text, read_jsonl
+from reasonlab.io import Busy, atomic_write_text, file_lock, read_jsonl
 from reasonlab.registry import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -329,9 +329,10 @@ class Context:
 
         settings = base_settings(cfg, seed=0)
         folder = self.out / "base"
-        record = pretrain_base(
-            settings, folder, eval_examples=0, num_threads=cfg.run.num_threads, log=self.log
-        )
+        with file_lock(self.out / "locks" / "base"):  # several processes: one pretrains it
+            record = pretrain_base(
+                settings, folder, eval_examples=0, num_threads=cfg.run.num_threads, log=self.log
+            )
         return folder, record["settings_hash"]
 
     def before(self) -> dict[str, Any]:
@@ -499,22 +500,25 @@ class Context:
                 inputs[what] = ident
             key = digest({"stage": dataclasses.asdict(stage), "inputs": inputs})
             folder = self.out / "stages" / key[:12]
-            finished = (folder / stage.kind / "done.json").is_file()
-            self.log(
-                f"  {arm.name} seed {seed}: stage {name} ({stage.kind}) "
-                + ("reused" if finished else "running")
-                + f" in {folder}"
-            )
-            pipe = Pipeline(
-                PipelineConfig(
-                    out_dir=str(folder), stages=[stage], num_threads=self.base_cfg.run.num_threads
-                ),
-                log=self.log if not finished else (lambda _: None),
-            )
-            try:
-                outputs = pipe.run()[stage.kind]
-            except PipelineError as err:
-                raise ExperimentError(f"arm {arm.name!r} stage {name!r}: {err}") from None
+            with file_lock(self.out / "locks" / f"stage-{key[:12]}"):  # one process runs it
+                finished = (folder / stage.kind / "done.json").is_file()
+                self.log(
+                    f"  {arm.name} seed {seed}: stage {name} ({stage.kind}) "
+                    + ("reused" if finished else "running")
+                    + f" in {folder}"
+                )
+                pipe = Pipeline(
+                    PipelineConfig(
+                        out_dir=str(folder),
+                        stages=[stage],
+                        num_threads=self.base_cfg.run.num_threads,
+                    ),
+                    log=self.log if not finished else (lambda _: None),
+                )
+                try:
+                    outputs = pipe.run()[stage.kind]
+                except PipelineError as err:
+                    raise ExperimentError(f"arm {arm.name!r} stage {name!r}: {err}") from None
             record = json.loads((folder / stage.kind / "done.json").read_text(encoding="utf-8"))
             if "data" in outputs:
                 self._check_data(Path(outputs["data"]), where=f"arm {arm.name!r} stage {name!r}")
@@ -593,9 +597,11 @@ class Context:
         record = RunRecord(None, self.base_dir, data)
         return self._with_probe(record, self.base_dir, self.base_id, self.base_id)
 
-    def train(self, arm: Arm, seed: int) -> RunRecord:
+    def train(self, arm: Arm, seed: int, wait: bool = True) -> RunRecord:
         """The arm's run for `seed`: its stages (`prepare`), then the RL run, reused when
-        finished, resumed when interrupted, else trained; then measured once (experiment.json)."""
+        finished, resumed when interrupted, else trained; then measured once (experiment.json).
+        The RL run is locked (`OUT/locks/run-HASH`) while this process trains or reads it;
+        `wait=False` raises `Busy` when another process holds it."""
         if not arm.train and not arm.stages:
             return self.base_record()
         start_dir, start_id, stages = self.prepare(arm, seed)
@@ -604,9 +610,7 @@ class Context:
             data = {"base": self.before(), "before": start, "after": start, "stages": stages}
             return self._with_probe(RunRecord(None, start_dir, data), start_dir, start_id, start_id)
         from reasonlab.config import config_to_yaml, load_config
-        from reasonlab.rl.checkpoint import latest_checkpoint
         from reasonlab.rl.config import TrainConfig
-        from reasonlab.rl.trainer import Trainer
 
         model_dir = start_dir if arm.stages else None
         cfg = load_config(TrainConfig, str(self.recipe), self.arm_overrides(arm, seed, model_dir))
@@ -615,6 +619,22 @@ class Context:
         if arm.stages:  # (arms without stages keep the keys of the runs made before stages)
             ids["start"] = start_id
         key = digest(ids)
+        with file_lock(self.out / "locks" / f"run-{key[:12]}", wait=wait):
+            return self._train(arm, seed, cfg, key, start_dir, start_id, stages)
+
+    def _train(
+        self,
+        arm: Arm,
+        seed: int,
+        cfg: Any,
+        key: str,
+        start_dir: Path,
+        start_id: str,
+        stages: list[dict[str, Any]],
+    ) -> RunRecord:
+        from reasonlab.rl.checkpoint import latest_checkpoint
+        from reasonlab.rl.trainer import Trainer
+
         run_dir = self.out / "runs" / key[:12]
         cfg.run.out_dir = str(run_dir)
         done = run_dir / "experiment.json"
@@ -734,9 +754,15 @@ def run_experiment(
     log: Callable[[str], None] = print,
     callbacks: Sequence[Any] = (),
     context: Context | None = None,
+    train_only: bool = False,
 ) -> dict[str, Any]:
     """Run experiment `name` into `out` (see the module docstring); returns results.json's
-    content, also written to OUT/NAME/results.json with OUT/NAME/NAME.png and OUT/report.html."""
+    content, also written to OUT/NAME/results.json with OUT/NAME/NAME.png and OUT/report.html.
+
+    Several processes may run it on the same `out` at once (`reasonlab experiment --jobs`): each
+    run, stage and the base are file-locked (`OUT/locks`), a process first trains the runs no
+    other holds, then waits for the rest. `train_only` (a `--jobs` helper process): return
+    {"experiment", "runs"} once every run is trained, without measuring or writing results."""
     exp = get(name)
     if exp.needs:
         raise ExperimentError(f"experiment {name!r} needs {exp.needs}; it cannot run yet")
@@ -759,19 +785,31 @@ def run_experiment(
     run_dirs: dict[str, list[str | None]] = {}
     stage_dirs: dict[str, list[list[str]]] = {}
     log(f"{name}: {len(exp.arms)} arms x {count} seeds into {out}")
-    for arm in exp.arms:
-        for seed in seed_list:
-            record = ctx.train(arm, seed)
-            assert exp.measure is not None
-            values = exp.measure(ctx, arm, seed, record)
-            for key in exp.metrics:
-                table.setdefault(arm.name, {}).setdefault(key, []).append(float(values[key]))
-            run_dirs.setdefault(arm.name, []).append(
-                None if record.run_dir is None else str(record.run_dir)
-            )
-            stage_dirs.setdefault(arm.name, []).append(
-                [s["folder"] for s in record.data.get("stages", [])]
-            )
+    # Runs another process holds (`--jobs`, or a second command on the same OUT) are left for
+    # later; this process trains the others meanwhile, then waits for those.
+    pairs = [(arm, seed) for arm in exp.arms for seed in seed_list]
+    records: dict[tuple[str, int], RunRecord] = {}
+    for wait in (False, True):
+        for arm, seed in pairs:
+            if (arm.name, seed) not in records:
+                try:
+                    records[arm.name, seed] = ctx.train(arm, seed, wait=wait)
+                except Busy:
+                    log(f"  {arm.name} seed {seed}: another process is training it")
+    if train_only:
+        return {"experiment": name, "runs": len(records)}
+    for arm, seed in pairs:
+        record = records[arm.name, seed]
+        assert exp.measure is not None
+        values = exp.measure(ctx, arm, seed, record)
+        for key in exp.metrics:
+            table.setdefault(arm.name, {}).setdefault(key, []).append(float(values[key]))
+        run_dirs.setdefault(arm.name, []).append(
+            None if record.run_dir is None else str(record.run_dir)
+        )
+        stage_dirs.setdefault(arm.name, []).append(
+            [s["folder"] for s in record.data.get("stages", [])]
+        )
     assert exp.effects is not None
     effects = exp.effects(table)
     line = verdict(effects, count)
