@@ -208,8 +208,11 @@ def test_eval_folder_shows_its_tables_per_difficulty_curves_and_responses(folder
     scored = _jsonl(folder / "countdown_cognitive.scored.jsonl")
     first = json.loads((folder / "countdown_cognitive.generations.jsonl").open().readline())
     meta = first["example"]["meta"]
-    assert f"numbers {meta['numbers']}, target {meta['target']}" in text
-    verdicts = ["correct" if s["correct"] else "wrong" for s in scored[:3]]
+    assert text.count(f"numbers {meta['numbers']}, target {meta['target']};") == 1
+    # the first sample of each of the first three problems (3 responses per run by default)
+    firsts = [s for s in scored if s["sample"] == 0][:3]
+    assert len({s["example_id"] for s in firsts}) == 3
+    verdicts = ["correct" if s["correct"] else "wrong" for s in firsts]
     shown = [word for word in ("correct</span>", "wrong</span>") for _ in range(text.count(word))]
     assert sorted(shown) == sorted(f"{v}</span>" for v in verdicts)
     assert "reasonlab eval --model" in text and "--benchmarks countdown_cognitive --n 4" in text
@@ -365,3 +368,10 @@ def test_the_pipeline_page_renders_in_chromium(pipeline_page, tmp_path):
     console, pixels = render_in_chromium(pipeline_page, tmp_path / "pipe.png", height=3000)
     assert console == []
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01
+
+
+def test_analyze_sends_a_pipeline_folder_to_its_stages_runs(folders, capsys):
+    assert main(["analyze", str(folders["pipe"])]) == 2
+    err = capsys.readouterr().err
+    assert "is a pipeline folder: analyze one of its stages' runs" in err
+    assert str(folders["rl"]) in err and not (folders["pipe"] / "analysis.json").exists()

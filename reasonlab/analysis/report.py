@@ -629,7 +629,15 @@ def _samples_section(
         heading = f"{run.name}: steps {', '.join(map(str, chosen))}" if stepped else run.name
         out.append(_heading(level + 1, heading))
         for step in chosen:
-            rows = [r for r in run.rollouts if int(r.get("step", 0)) == step][:per_step]
+            rows = [r for r in run.rollouts if int(r.get("step", 0)) == step]
+            if not stepped:  # an evaluation's n samples per problem: each problem's first first
+                ranks: list[int] = []
+                counts: dict[Any, int] = {}
+                for r in rows:
+                    ranks.append(counts.get(r.get("example_id"), 0))
+                    counts[r.get("example_id")] = ranks[-1] + 1
+                rows = [r for _, r in sorted(zip(ranks, rows, strict=True), key=lambda x: x[0])]
+            rows = rows[:per_step]
             for row in rows:
                 verdict = row.get("verdict") or {}
                 correct = verdict.get("correct")
