@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from html_check import CHROMIUM, Structure, render_in_chromium
 
 from reasonlab import tasks
 from reasonlab.analysis import dynamics
@@ -362,48 +363,13 @@ def test_analyze_and_report_name_a_missing_folder(tmp_path, capsys):
     assert "none of the run files" in capsys.readouterr().err
 
 
-class _Structure:
-    """Balanced tags (void elements excepted), external references and scripts, via html.parser."""
-
-    VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr", "source"}
-
-    def __init__(self, text: str):
-        from html.parser import HTMLParser
-
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.tags: dict[str, int] = {}
-        outer = self
-
-        class Parser(HTMLParser):
-            def handle_starttag(self, tag, attrs):
-                outer.tags[tag] = outer.tags.get(tag, 0) + 1
-                for name, value in attrs:
-                    if name in ("src", "href") and value and not value.startswith("#"):
-                        outer.errors.append(f"external reference {name}={value}")
-                if tag == "script":
-                    outer.errors.append("script")
-                if tag not in outer.VOID:
-                    outer.stack.append(tag)
-
-            def handle_endtag(self, tag):
-                if not outer.stack or outer.stack[-1] != tag:
-                    outer.errors.append(f"</{tag}> closes <{outer.stack[-1:]}> at {self.getpos()}")
-                else:
-                    outer.stack.pop()
-
-        Parser().feed(text)
-        if self.stack:
-            self.errors.append(f"unclosed {self.stack}")
-
-
 def test_report_is_valid_self_contained_html(trained_run, tmp_path):
     from reasonlab.analysis.report import highlight, write_report
 
     fake = _fake_run(tmp_path / "fake")
     out = write_report([trained_run, fake], tmp_path / "report.html")
     text = out.read_text()
-    check = _Structure(text)
+    check = Structure(text)
     assert check.errors == []
     assert check.tags["svg"] >= 8  # accuracy, reward, length, truncation, KL, ... behaviours
     for section in ("Runs", "Training curves", "Largest behaviour changes", "Sample responses"):
@@ -428,39 +394,14 @@ def test_report_works_on_a_demo_folder(trained_run, tmp_path):
 
 
 @pytest.mark.skipif(
-    not any(shutil.which(b) for b in ("chromium", "chromium-browser")),
-    reason="needs Chromium (Debian package `chromium`; .ci/run installs it)",
+    CHROMIUM is None, reason="needs Chromium (Debian package `chromium`; .ci/run installs it)"
 )
 def test_report_renders_in_headless_chromium(trained_run, tmp_path):
-    import subprocess
-
-    import numpy as np
-    from PIL import Image
-
     from reasonlab.analysis.report import write_report
 
     out = write_report([trained_run, _fake_run(tmp_path / "fake")], tmp_path / "report.html")
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--enable-logging=stderr",
-            f"--screenshot={shot}",
-            "--window-size=1400,2400",
-            out.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    console, pixels = render_in_chromium(out, tmp_path / "shot.png", height=2400)
     assert console == []  # no script errors, no failed loads
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (2400, 1400)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # text and lines, not a blank page
 
@@ -492,7 +433,7 @@ def test_eval_folders_are_read_through_their_generation_files(tmp_path):
     text = write_report([folder], tmp_path / "r.html").read_text()
     assert "<td>countdown</td><td>0.500</td>" in text
     assert "numbers [5, 3, 2], target 13" in text
-    assert _Structure(text).errors == []
+    assert Structure(text).errors == []
 
 
 def test_countdown_backward_chaining_phrase_at_a_sentence_start():

@@ -9,7 +9,7 @@ and results files), never on live objects, so it can read a run made on another 
   setting, backward chaining); imports nothing of ours but `io`, so the trainer can call it.
 - `dynamics`: `step_metrics` (what the trainer logs per step), change points ("aha").
 - `judge`: an LLM judge of the four behaviours (Cognitive Behaviors' four questions).
-- `runs`: reading a run folder; `analyze`: the tables of `reasonlab analyze`;
+- `runs`: reading a run folder (RL, SFT, demo, eval, search, pipeline, experiment); `analyze`: the tables of `reasonlab analyze`;
   `plots`: training.png; `report`: the HTML report of `reasonlab report`.
 """
 

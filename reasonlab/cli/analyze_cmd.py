@@ -49,6 +49,18 @@ def run(args: argparse.Namespace) -> int:
         run_files = load_run(args.path)
     except (FileNotFoundError, DataError) as err:
         raise CLIError(str(err)) from None
+    if run_files.kind == "pipeline":
+        runs = [str(s.run.path) for s in run_files.stages if s.run is not None and s.run.rollouts]
+        raise CLIError(
+            f"{args.path} is a pipeline folder: analyze one of its stages' runs "
+            f"({', '.join(runs) or 'none holds responses'}), or see them all with "
+            f"`reasonlab report {args.path}`"
+        )
+    if run_files.kind == "experiment":
+        raise CLIError(
+            f"{args.path} is an experiment folder: analyze one of its arms' runs (results.json: "
+            f"arms.NAME.runs), or see its results with `reasonlab report {args.path}`"
+        )
     folder = args.path if args.path.is_dir() else args.path.parent
     judge = None
     if args.judge is not None:

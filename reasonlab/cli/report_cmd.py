@@ -1,14 +1,19 @@
 """`reasonlab report RUN_DIR [RUN_DIR ...] --out report.html`: one self-contained HTML page.
 
-Reads the run files only (see `reasonlab.analysis.report`): config, accuracy (held-out and
-training, the base model at step 0), reward and its components, length and truncation, KL,
-entropy, clip fraction, grad norm, behaviour rates and reflection words per step, eval and demo
-tables, the largest behaviour changes, and sample responses with the detected behaviours
-highlighted. Several runs share each plot's axes. No network, no scripts: inline SVG and CSS.
+Reads the run files only (see `reasonlab.analysis.report`) of RL, SFT, demo, eval, search,
+pipeline and experiment folders: config and command, accuracy (held-out and training, the model
+before training at step 0, per difficulty), loss and learning rate, reward and its components,
+length and truncation, KL, entropy, clip fraction, grad norm, behaviour rates and reflection
+words per step, held-out evaluation tables, eval tables (avg@n, pass@k, maj@k, per group) and
+scaling curves, search tables, the largest behaviour changes, sample responses with the detected
+behaviours highlighted; a pipeline folder as a section per stage. Several runs share each plot's
+axes. No network, no scripts: inline SVG and CSS.
 
 example:
   reasonlab report runs/demo --out report.html
   reasonlab report runs/a runs/b --names grpo dr_grpo --out compare.html
+  reasonlab report runs/r1_tiny --out pipeline.html
+  reasonlab report runs/r1_tiny/cold_start/run runs/r1_tiny/reasoning_rl/run --out sft_vs_rl.html
 """
 
 from __future__ import annotations
