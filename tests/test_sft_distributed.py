@@ -1,0 +1,200 @@
+"""Data-parallel SFT through `SFTTrainer`, for `model.parallel` ddp and fsdp (gloo, CPU, 2
+processes launched as torchrun would): a 2-process run is the 1-process run on the combined batch,
+and a 2-process run killed (SIGKILL) after a checkpoint and resumed by two new processes ends with
+the uninterrupted run's weights.
+
+The recipe exercises what the equivalence needs: samples of different lengths packed into rows
+(`data.packing`) with the loss on completions only, so the two ranks' shares of a micro-batch hold
+different numbers of loss tokens (a per-rank token-mean, or DDP's default average of the ranks'
+means, would weigh them wrongly); gradient accumulation (2 micro-batches per step, the gradient
+reduced once, at the last); clipping (max_grad_norm below the gradients' norm, so it acts); a
+cosine schedule with warm-up; epochs that end mid-step (the stream's order and position); an eval
+loss every 3 steps (under fsdp on rank 0's full copy gathered from the shards).
+
+Tolerances. The ranks sum per-rank gradient shares, float sums in another order than one process
+makes, so weights agree to round-off: atol 1e-6, and the logged loss, grad_norm and eval_loss to
+rel 1e-5 (pytest.approx); token counts and the learning rate exactly. AdamW runs with eps=1 (as in
+tests/test_distributed_trainer.py) so that its first steps do not blow round-off up to
+lr * sign(g). The resumed run makes the same computation from the checkpoint: bit-identical.
+
+Run as a script (`python tests/test_sft_distributed.py PARALLEL JOB...`), this file is the worker
+of one rank; a JOB is `full=DIR` (a whole run), `cut=DIR` (the run to be killed once step STOP_AT
+is done) or `resume=DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from ranks import launch_ranks, wait_ranks
+from safetensors.torch import load_file
+
+from reasonlab.config import load_config
+from reasonlab.parallel import Dist
+from reasonlab.sft.config import SFTConfig
+from reasonlab.sft.trainer import SFTTrainer
+
+WORLD, STEPS, SAVE_EVERY, STOP_AT, PER_RANK = 2, 6, 2, 3, 2
+WORDS = "cat dog sun ink map owl elk fig bee yak hen ant ram cod eel gnu".split()
+PAIRS = [(f"{w}:", " " + w[::-1] * (1 + i % 3) + "!") for i, w in enumerate(WORDS)]
+
+
+def write_inputs(root: Path) -> None:
+    """The base model and the data (the test writes them once; the ranks read them)."""
+    from reasonlab import models
+    from reasonlab.models import tiny
+
+    tokenizer = tiny.build_char_tokenizer()
+    model = tiny.build_model(tokenizer, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    models.save(model, tokenizer, root / "base")
+    rows = [{"prompt": p, "completion": c} for p, c in PAIRS]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+
+
+def config(root: Path, out: Path, parallel: str, per_device: int) -> SFTConfig:
+    overrides = [
+        f"model.path={root / 'base'}",
+        f"model.parallel={parallel}",
+        f"data.train_files=[{root / 'train.jsonl'}]",
+        f"data.eval_files=[{root / 'eval.jsonl'}]",
+        "data.max_length=24",
+        "data.packing=true",
+        f"training.max_steps={STEPS}",
+        f"training.per_device_train_batch_size={per_device}",
+        "training.gradient_accumulation_steps=2",
+        "training.learning_rate=0.5",
+        "training.adam_epsilon=1.0",
+        "training.warmup_steps=1",
+        "training.max_grad_norm=0.5",
+        f"run.out_dir={out}",
+        "run.logging_steps=1",
+        "run.eval_steps=3",
+        f"run.save_steps={SAVE_EVERY}",
+        "run.save_total_limit=4",
+        "run.num_threads=1",
+        "run.progress=false",
+    ]
+    return load_config(SFTConfig, None, overrides)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "time/eval")} for r in rows]
+
+
+def _weights(run: Path, step: int | None = None) -> dict[str, torch.Tensor]:
+    folder = run / "model" if step is None else run / "checkpoints" / f"step_{step:06d}" / "model"
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _kill_when_waiting(procs, run: Path, timeout: float = 600) -> None:
+    """SIGKILL every rank once all of them wait after step STOP_AT (fail if one exits first)."""
+    deadline = time.monotonic() + timeout
+    while not all((run / f"killable_rank{r}").exists() for r in range(len(procs))):
+        for rank, proc in enumerate(procs):
+            if proc.poll() is not None:
+                output = proc.communicate()[0]
+                raise AssertionError(f"rank {rank} exited {proc.returncode}:\n{output}")
+        assert time.monotonic() < deadline, "the ranks never reached the kill point"
+        time.sleep(0.2)
+    for proc in procs:
+        proc.kill()  # SIGKILL
+        proc.communicate()
+
+
+@pytest.mark.slow(seconds=60)
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_equal_one_process_on_the_combined_batch_and_resume_exactly(tmp_path, parallel):
+    write_inputs(tmp_path)
+    full, cut, single = tmp_path / "full", tmp_path / "cut", tmp_path / "single"
+    worker = [__file__, str(tmp_path), parallel]
+    procs = launch_ranks(lambda rank: [*worker, f"full={full}", f"cut={cut}"], WORLD)
+    # meanwhile, here: one process on the combined batch (both ranks' rows of each micro-batch)
+    SFTTrainer(config(tmp_path, single, "none", PER_RANK * WORLD), log=lambda *_: None).train()
+    _kill_when_waiting(procs, cut)
+    stopped = json.loads((cut / "stopped.json").read_text())
+    assert stopped == {
+        "steps_logged": list(range(1, STOP_AT + 1)),
+        "checkpoints": [f"step_{s:06d}" for s in range(SAVE_EVERY, STOP_AT + 1, SAVE_EVERY)],
+    }
+    wait_ranks(launch_ranks(lambda rank: [*worker, f"resume={cut}"], WORLD))
+
+    one, two = _without_timing(_rows(single / "metrics.jsonl")), _rows(full / "metrics.jsonl")
+    two = _without_timing(two)
+    assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, STEPS + 1))
+    # (a) two ranks == one process on the combined batch
+    for a, b in zip(one, two):
+        assert a.keys() == b.keys()
+        for key in a:
+            where = f"step {a['step']}: {key}"
+            if key in ("step", "tokens", "lr", "epoch"):
+                assert a[key] == b[key], where
+            else:
+                assert b[key] == pytest.approx(a[key], rel=1e-5), where
+    assert any(r["grad_norm"] > 0.5 for r in one), "clipping never acted"
+    assert max(r["epoch"] for r in one) > 1, "the run never crossed an epoch"
+    evals = [_without_timing(_rows(run / "eval.jsonl")) for run in (single, full)]
+    assert [r["step"] for r in evals[0]] == [r["step"] for r in evals[1]] == [0, 3, 6]
+    for a, b in zip(*evals):
+        assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5), a["step"]
+    w_one, w_two = _weights(single), _weights(full)
+    assert w_one.keys() == w_two.keys()
+    for key in w_one:
+        torch.testing.assert_close(w_two[key], w_one[key], atol=1e-6, rtol=0, msg=key)
+    apart = max(float((w_two[k] - w_one[k]).abs().max()) for k in w_one)
+    print(f"{parallel}: weights at most {apart:.2g} apart from one process's")  # pytest -s
+    # the weights moved over the last steps: the comparison is not vacuous
+    before = _weights(full, STEPS - SAVE_EVERY)
+    assert any((w_two[k] - before[k]).abs().max() > 1e-3 for k in w_two)
+
+    # (b) killed after a checkpoint, resumed by two new processes == uninterrupted (bit-identical)
+    assert _without_timing(_rows(cut / "metrics.jsonl")) == two
+    w_resumed = _weights(cut)
+    for key in w_two:
+        assert torch.equal(w_resumed[key], w_two[key]), key
+
+
+def _stop_after(trainer: SFTTrainer, step: int) -> None:
+    """Make `trainer` wait to be killed once `step` is done: rank 0 records what is on disk in
+    stopped.json, then every rank writes `killable_rank{R}` and sleeps."""
+    train_step = trainer.train_step
+
+    def wait_then_step() -> dict[str, float]:
+        if trainer.step == step:
+            run = trainer.run_dir
+            trainer.dist.barrier()  # every rank is past the last step's save
+            if trainer.dist.is_main:
+                state = {
+                    "steps_logged": [r["step"] for r in _rows(run / "metrics.jsonl")],
+                    "checkpoints": sorted(p.name for p in (run / "checkpoints").glob("step_*")),
+                }
+                (run / "stopped.json").write_text(json.dumps(state))
+            (run / f"killable_rank{trainer.dist.rank}").write_text("")
+            time.sleep(3600)
+        return train_step()
+
+    trainer.train_step = wait_then_step
+
+
+if __name__ == "__main__":  # one rank of the test above
+    dist = Dist.from_env()
+    root, parallel = Path(sys.argv[1]), sys.argv[2]
+    try:
+        for job in sys.argv[3:]:
+            kind, out_dir = job.split("=", 1)
+            cfg = config(root, Path(out_dir), parallel, PER_RANK)
+            trainer = SFTTrainer(cfg, resume=kind == "resume", dist=dist)
+            if kind == "cut":
+                _stop_after(trainer, STOP_AT)
+            trainer.train()
+    finally:
+        dist.close()
