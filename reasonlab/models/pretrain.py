@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from reasonlab.parallel import Dist, Wrapped, clip_grad_norm
+from reasonlab.parallel import Dist, Wrapped, clip_grad_norm, wrap_model
 
 Sample = str | tuple[str, str]
 PACKING = ("samples", "shared_prompt")
@@ -478,6 +478,8 @@ def pretrain(
     packing: str = "samples",
     num_threads: int | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    parallel: str = "none",
+    dist: Dist | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place on `samples` (texts or (prompt, completion) pairs, see module doc).
 
@@ -487,6 +489,13 @@ def pretrain(
     {step, loss, lr, tokens_per_s (packed tokens processed), seconds}. Returns stats: steps, final_loss (mean of the last
     `log_every` steps), first_loss, losses (one per log), seconds, tokens (target tokens seen),
     epochs, num_params, cut_samples.
+
+    Data parallel under torchrun, as SFT (`parallel` ddp or fsdp, `reasonlab.parallel.wrap_model`;
+    `dist` this process's group): every rank reads the same stream and trains on its
+    `batch_size` rows of each step's `batch_size * world_size`, with the global token-mean loss of
+    `supervised_step`: W ranks make the steps of one process with W times the batch. The losses,
+    tokens and tokens_per_s returned are global; callback runs on rank 0 only. Under fsdp the model
+    is left sharded: gather its weights with `reasonlab.parallel.full_state_dict` (every rank).
     """
     from reasonlab.optim import adamw, scheduler
 
@@ -517,6 +526,13 @@ def pretrain(
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
+    dist = dist or Dist.single()
+    if dist.enabled and parallel == "none":
+        raise ValueError(
+            f"parallel is none but {dist.world_size} processes were launched (torchrun): set it to "
+            "ddp or fsdp"
+        )
+    wrapped = wrap_model(model, parallel=parallel)  # before the optimiser: fsdp makes shards
     old_threads = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -533,12 +549,23 @@ def pretrain(
     stream = RowStream(
         data, seq_len, pad_id, seed=seed, packing=packing, prompt_lengths=prompt_lengths
     )
+    if dist.enabled and len(stream) < batch_size * dist.world_size:
+        raise ValueError(
+            f"batch_size={batch_size} x {dist.world_size} processes but the samples make only "
+            f"{len(stream)} rows of seq_len={seq_len}; lower batch_size"
+        )
     start = last_log = time.perf_counter()
     steps_at_log = 0
     try:
         for step in range(steps):
             out = supervised_step(
-                model, optimizer, schedule, [stream.take(batch_size)], max_grad_norm=grad_clip
+                model,
+                optimizer,
+                schedule,
+                [stream.take(batch_size * dist.world_size, dist)],
+                max_grad_norm=grad_clip,
+                wrapped=wrapped,
+                dist=dist,
             )
             value = out["loss"]
             first_loss = value if first_loss is None else first_loss
@@ -552,6 +579,7 @@ def pretrain(
                     "lr": schedule.get_last_lr()[0],
                     "tokens_per_s": (step + 1 - steps_at_log)
                     * batch_size
+                    * dist.world_size
                     * seq_len
                     / max(now - last_log, 1e-9),
                     "seconds": now - start,
@@ -559,7 +587,7 @@ def pretrain(
                 losses.append(record["loss"])
                 window = []
                 last_log, steps_at_log = now, step + 1
-                if callback is not None:
+                if callback is not None and dist.is_main:
                     callback(record)
     finally:
         model.train(was_training)
