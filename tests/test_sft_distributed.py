@@ -30,12 +30,17 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from ranks import launch_ranks, wait_ranks
+from ranks import (
+    assert_weights_close,
+    kill_when_waiting,
+    launch_ranks,
+    wait_ranks,
+    wait_to_be_killed,
+)
 from safetensors.torch import load_file
 
 from reasonlab.config import load_config
@@ -101,21 +106,6 @@ def _weights(run: Path, step: int | None = None) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def _kill_when_waiting(procs, run: Path, timeout: float = 600) -> None:
-    """SIGKILL every rank once all of them wait after step STOP_AT (fail if one exits first)."""
-    deadline = time.monotonic() + timeout
-    while not all((run / f"killable_rank{r}").exists() for r in range(len(procs))):
-        for rank, proc in enumerate(procs):
-            if proc.poll() is not None:
-                output = proc.communicate()[0]
-                raise AssertionError(f"rank {rank} exited {proc.returncode}:\n{output}")
-        assert time.monotonic() < deadline, "the ranks never reached the kill point"
-        time.sleep(0.2)
-    for proc in procs:
-        proc.kill()  # SIGKILL
-        proc.communicate()
-
-
 @pytest.mark.slow(seconds=60)
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_ranks_equal_one_process_on_the_combined_batch_and_resume_exactly(tmp_path, parallel):
@@ -125,7 +115,7 @@ def test_two_ranks_equal_one_process_on_the_combined_batch_and_resume_exactly(tm
     procs = launch_ranks(lambda rank: [*worker, f"full={full}", f"cut={cut}"], WORLD)
     # meanwhile, here: one process on the combined batch (both ranks' rows of each micro-batch)
     SFTTrainer(config(tmp_path, single, "none", PER_RANK * WORLD), log=lambda *_: None).train()
-    _kill_when_waiting(procs, cut)
+    kill_when_waiting(procs, cut)
     stopped = json.loads((cut / "stopped.json").read_text())
     assert stopped == {
         "steps_logged": list(range(1, STOP_AT + 1)),
@@ -152,11 +142,7 @@ def test_two_ranks_equal_one_process_on_the_combined_batch_and_resume_exactly(tm
     for a, b in zip(*evals):
         assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5), a["step"]
     w_one, w_two = _weights(single), _weights(full)
-    assert w_one.keys() == w_two.keys()
-    for key in w_one:
-        torch.testing.assert_close(w_two[key], w_one[key], atol=1e-6, rtol=0, msg=key)
-    apart = max(float((w_two[k] - w_one[k]).abs().max()) for k in w_one)
-    print(f"{parallel}: weights at most {apart:.2g} apart from one process's")  # pytest -s
+    assert_weights_close(w_one, w_two, 1e-6, parallel)
     # the weights moved over the last steps: the comparison is not vacuous
     before = _weights(full, STEPS - SAVE_EVERY)
     assert any((w_two[k] - before[k]).abs().max() > 1e-3 for k in w_two)
@@ -210,11 +196,7 @@ def test_pretraining_on_two_ranks_equals_one_process_with_twice_the_batch(tmp_pa
     assert a["tokens"] == b["tokens"]
     assert b["losses"] == pytest.approx(a["losses"], rel=1e-5)
     w_one, w_two = _weights(one), _weights(two)
-    assert w_one.keys() == w_two.keys()
-    for key in w_one:
-        torch.testing.assert_close(w_two[key], w_one[key], atol=1e-5, rtol=0, msg=key)
-    apart = max(float((w_two[k] - w_one[k]).abs().max()) for k in w_one)
-    print(f"pretrain {parallel}: weights at most {apart:.2g} apart from one process's")
+    assert_weights_close(w_one, w_two, 1e-5, f"pretrain {parallel}")
     base = load_file(str(tmp_path / "base" / "model.safetensors"))
     assert any((w_two[k] - base[k]).abs().max() > 1e-3 for k in w_two)  # it trained
 
@@ -226,16 +208,8 @@ def _stop_after(trainer: SFTTrainer, step: int) -> None:
 
     def wait_then_step() -> dict[str, float]:
         if trainer.step == step:
-            run = trainer.run_dir
             trainer.dist.barrier()  # every rank is past the last step's save
-            if trainer.dist.is_main:
-                state = {
-                    "steps_logged": [r["step"] for r in _rows(run / "metrics.jsonl")],
-                    "checkpoints": sorted(p.name for p in (run / "checkpoints").glob("step_*")),
-                }
-                (run / "stopped.json").write_text(json.dumps(state))
-            (run / f"killable_rank{trainer.dist.rank}").write_text("")
-            time.sleep(3600)
+            wait_to_be_killed(trainer.run_dir, trainer.dist.rank)
         return train_step()
 
     trainer.train_step = wait_then_step
