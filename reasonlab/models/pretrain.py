@@ -523,9 +523,6 @@ def pretrain(
             else 0
             for s in samples
         ]
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
     dist = dist or Dist.single()
     if dist.enabled and parallel == "none":
         raise ValueError(
@@ -533,6 +530,9 @@ def pretrain(
             "ddp or fsdp"
         )
     wrapped = wrap_model(model, parallel=parallel)  # before the optimiser: fsdp makes shards
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
     old_threads = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(num_threads)
