@@ -1,4 +1,6 @@
-"""Wrapping a model for data-parallel training: one place that every trainer (RL, SFT) calls.
+"""Data-parallel training: one place that every trainer (RL, SFT, pretraining) calls.
+
+    dist = Dist.from_env()               # this process's rank in the torchrun group (or one)
 
     wrapped = wrap_model(model, parallel="fsdp", param_dtype=torch.bfloat16)
     out = wrapped.module(**inputs)       # passes whose gradients are reduced over ranks
@@ -32,6 +34,10 @@ linear layers of the model, in place, and freezes everything else; the reference
 penalty is then the same model with its adapters disabled (`peft`'s `disable_adapter`, as TRL's
 GRPOTrainer does), so no second full copy is kept.
 
+`Dist` is this process's place in the group (rank, world size, `local_slice` of a global batch) and
+the few collectives the trainers need (sums of scalars and gradients, gathers, barriers);
+`Dist.single()` is the no-op one-process version, so a trainer has one code path.
+
 `grad_sync(False)` skips the reduction during gradient accumulation (DDP's `no_sync`, FSDP2's
 `set_requires_gradient_sync`); the last micro-batch of an optimiser step reduces the sum.
 `clip_grad_norm` clips sharded (DTensor) and plain gradients together. `full_state_dict` gathers
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +143,116 @@ class Wrapped:
             yield
 
 
+@dataclass
+class Dist:
+    """This process's place in the data-parallel group and the collectives the trainer needs."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def single(cls) -> Dist:
+        return cls(0, 1)
+
+    @classmethod
+    def from_env(cls, backend: str | None = None) -> Dist:
+        """Join the process group that torchrun describes in the environment (WORLD_SIZE, RANK,
+        MASTER_ADDR, ...); one process when WORLD_SIZE is unset or 1. gloo on CPU, NCCL on CUDA."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls.single()
+        if not dist.is_initialized():
+            backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+            dist.init_process_group(backend=backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def local_slice(self, count: int, *, even: bool = True) -> slice:
+        """This rank's contiguous share of `count` items, in rank order. even=True: count must be
+        divisible by world_size; even=False: the first `count % world_size` ranks take one more
+        (a rank may get none)."""
+        if even and count % self.world_size:
+            raise ValueError(f"{count} items do not split evenly over {self.world_size} ranks")
+        share, extra = divmod(count, self.world_size)
+        start = self.rank * share + min(self.rank, extra)
+        return slice(start, start + share + (self.rank < extra))
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """In place; returns the tensor. op: sum, max or min."""
+        if self.enabled:
+            ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+            dist.all_reduce(tensor, op=ops[op])
+        return tensor
+
+    def sum_scalar(self, value: float | torch.Tensor, device: torch.device | str = "cpu") -> float:
+        tensor = torch.as_tensor(value, dtype=torch.float64, device=device).clone()
+        return float(self.all_reduce(tensor).item())
+
+    def min_int(self, value: int, device: torch.device | str = "cpu") -> int:
+        tensor = torch.tensor([value], dtype=torch.int64, device=device)
+        return int(self.all_reduce(tensor, op="min").item())
+
+    def all_gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's [b_r, ...] tensor along dim 0, in rank order. Trailing dims are
+        padded with zeros to the largest (responses differ in length across ranks); the rows per
+        rank must be equal."""
+        if not self.enabled:
+            return tensor
+        shape = torch.tensor(list(tensor.shape), dtype=torch.int64, device=tensor.device)
+        self.all_reduce(shape, op="max")
+        padded = tensor.new_zeros(tuple(shape.tolist()))
+        padded[tuple(slice(0, s) for s in tensor.shape)] = tensor
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat(parts, dim=0)
+
+    def all_gather_objects(self, obj: object) -> list:
+        if not self.enabled:
+            return [obj]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def all_reduce_grads(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """Sum the gradients of `parameters` over ranks (in place), one flat bucket per dtype.
+        A parameter with no gradient on this rank contributes zeros. (The policy's gradients are
+        summed by DDP or FSDP2; this serves modules outside it, the value head.)"""
+        if not self.enabled:
+            return
+        params = [p for p in parameters if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+        for p in params:
+            by_dtype.setdefault(p.grad.dtype, []).append(p)
+        for group in by_dtype.values():
+            flat = torch.cat([p.grad.reshape(-1) for p in group])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            offset = 0
+            for p in group:
+                n = p.grad.numel()
+                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+                offset += n
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _sum_hook(state, bucket):  # noqa: ANN001, ANN202 - DDP checks the annotations it finds
     """DDP communication hook: all-reduce a bucket with SUM (the default hook averages)."""
     work = dist.all_reduce(bucket.buffer(), op=dist.ReduceOp.SUM, async_op=True)
@@ -217,29 +334,35 @@ def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
     """Clip the global L2 norm of the gradients to `max_norm` (inf: only measure it); returns the
     norm before clipping. Sharded (DTensor) gradients count with their full tensors, so every rank
     gets the same norm; plain ones (a value head beside an FSDP model) are added in."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
         return 0.0
     from torch.distributed.tensor import DTensor
 
     groups = [
         group
         for group in (
-            [g for g in grads if isinstance(g, DTensor)],
-            [g for g in grads if not isinstance(g, DTensor)],
+            [p for p in params if isinstance(p.grad, DTensor)],
+            [p for p in params if not isinstance(p.grad, DTensor)],
         )
         if group
     ]
-    norms = []
-    for group in groups:
-        norm = torch.nn.utils.get_total_norm(group, 2.0)
-        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
-    # one group (the usual case): its norm tensor as it is, as torch's clip_grad_norm_ uses it
-    total = norms[0] if len(norms) == 1 else torch.stack([n.float() for n in norms]).norm()
-    if math.isfinite(float(total)):
-        for group in groups:
-            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
-    return float(total)
+    norms = [torch.nn.utils.get_total_norm([p.grad for p in group], 2.0) for group in groups]
+    if len(norms) == 1:  # the usual case: the norm as torch's clip_grad_norm_ uses it
+        total, scales = norms[0], norms
+    else:  # sharded and plain gradients: one global norm, as a plain tensor
+        full = [n.full_tensor() if isinstance(n, DTensor) else n for n in norms]
+        total = torch.stack([n.float() for n in full]).norm()
+        scales = [
+            DTensor.from_local(total, n.device_mesh) if isinstance(n, DTensor) else total
+            for n in norms
+        ]
+    value = float(total.full_tensor() if isinstance(total, DTensor) else total)
+    if math.isfinite(value):
+        # clip_grads_with_norm_ scales the .grad of the parameters it is given
+        for group, scale in zip(groups, scales):
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, scale)
+    return value
 
 
 def full_state_dict(model: torch.nn.Module, *, rank0_only: bool = False) -> dict[str, Any]:
@@ -263,6 +386,7 @@ def is_sharded(model: torch.nn.Module) -> bool:
 
 __all__ = [
     "PARALLEL",
+    "Dist",
     "LoraConfig",
     "Wrapped",
     "add_lora",

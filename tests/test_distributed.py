@@ -183,6 +183,44 @@ def test_local_slice_shares_out_in_rank_order():
     assert [Dist(r, 2).local_slice(1, even=False) for r in range(2)] == [slice(0, 1), slice(1, 1)]
 
 
+def _norm(params) -> float:
+    grads = [p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad for p in params]
+    return float(torch.cat([g.reshape(-1) for g in grads]).norm())
+
+
+def test_clip_grad_norm_clips_plain_sharded_and_mixed_gradients(tmp_path):
+    """`parallel.clip_grad_norm` scales the gradients to max_norm and returns the norm before:
+    plain tensors, FSDP2 shards (DTensors, a 1-process gloo group) and the two together (a value
+    head beside a sharded policy)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from reasonlab.parallel import clip_grad_norm
+
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(4, 3)
+    (plain(torch.ones(2, 4)).sum() * 100).backward()
+    before = _norm(plain.parameters())
+    assert clip_grad_norm(plain.parameters(), 1.0) == pytest.approx(before)
+    assert before > 10 and _norm(plain.parameters()) == pytest.approx(1.0, rel=1e-5)
+    assert clip_grad_norm(plain.parameters(), float("inf")) == pytest.approx(1.0, rel=1e-5)
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        body, head = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)), plain
+        fully_shard(body)
+        for params in (list(body.parameters()), [*body.parameters(), *head.parameters()]):
+            body.zero_grad(), head.zero_grad()
+            (head(body(torch.ones(2, 4))).sum() * 100).backward()
+            before = _norm(params)
+            assert clip_grad_norm(params, 1.0) == pytest.approx(before, rel=1e-5)
+            assert before > 10 and _norm(params) == pytest.approx(1.0, rel=1e-5)
+    finally:
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":  # one rank of the test above
     torch.set_num_threads(1)
     dist = Dist.from_env()

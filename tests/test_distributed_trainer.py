@@ -34,12 +34,17 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from ranks import launch_ranks, wait_ranks
+from ranks import (
+    assert_weights_close,
+    kill_when_waiting,
+    launch_ranks,
+    wait_ranks,
+    wait_to_be_killed,
+)
 from safetensors.torch import load_file
 
 from reasonlab.config import load_config
@@ -107,32 +112,8 @@ class _WaitForKill(Callback):
         self.step = step
 
     def on_step_end(self, trainer, step, metrics):
-        if step != self.step:
-            return
-        run = trainer.run_dir
-        if trainer.dist.is_main:
-            state = {
-                "steps_logged": [r["step"] for r in _rows(run / "metrics.jsonl")],
-                "checkpoints": sorted(p.name for p in (run / "checkpoints").glob("step_*")),
-            }
-            (run / "stopped.json").write_text(json.dumps(state))
-        (run / f"killable_rank{trainer.dist.rank}").write_text("")
-        time.sleep(3600)
-
-
-def _kill_when_waiting(procs, run: Path, timeout: float = 600) -> None:
-    """SIGKILL every rank once all of them wait in `_WaitForKill` (fail if one exits first)."""
-    deadline = time.monotonic() + timeout
-    while not all((run / f"killable_rank{r}").exists() for r in range(len(procs))):
-        for rank, proc in enumerate(procs):
-            if proc.poll() is not None:
-                output = proc.communicate()[0]
-                raise AssertionError(f"rank {rank} exited {proc.returncode}:\n{output}")
-        assert time.monotonic() < deadline, "the ranks never reached the kill point"
-        time.sleep(0.2)
-    for proc in procs:
-        proc.kill()  # SIGKILL
-        proc.communicate()
+        if step == self.step:
+            wait_to_be_killed(trainer.run_dir, trainer.dist.rank)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -163,7 +144,7 @@ def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tm
     full, cut, single = tmp_path / "full", tmp_path / "cut", tmp_path / "single"
     procs = launch_ranks(lambda rank: [__file__, parallel, f"full={full}", f"cut={cut}"], WORLD)
     trainer(single, Dist.single()).train()  # meanwhile, here
-    _kill_when_waiting(procs, cut)
+    kill_when_waiting(procs, cut)
     wait_ranks(launch_ranks(lambda rank: [__file__, parallel, f"resume={cut}"], WORLD))
     stopped = json.loads((cut / "stopped.json").read_text())
     assert stopped == {
@@ -193,10 +174,7 @@ def test_two_ranks_with_dynamic_sampling_equal_one_process_and_resume_exactly(tm
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), where
     assert _rows(single / "rollouts.jsonl") == logged  # every response, reward, kept flag
     w_one, w_two = _weights(single), _weights(full)
-    for key in w_one:
-        torch.testing.assert_close(w_two[key], w_one[key], atol=1e-6, rtol=0, msg=key)
-    apart = max(float((w_two[k] - w_one[k]).abs().max()) for k in w_one)
-    print(f"{parallel}: weights at most {apart:.2g} apart from one process's")  # pytest -s
+    assert_weights_close(w_one, w_two, 1e-6, parallel)
     # the weights moved between the last two checkpoints: the comparison is not vacuous
     before = _weights(full, STEPS - SAVE_EVERY)
     assert any((w_two[k] - before[k]).abs().max() > 1e-3 for k in w_two)

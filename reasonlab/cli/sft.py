@@ -6,6 +6,11 @@ defaults. `--resume RUN_DIR` continues a
 run from its newest complete checkpoint, reading the run's own resolved `config.yaml` (a recipe and
 overrides, when given, are applied on top). The run folder ends with `model/`, a standard Hugging
 Face folder.
+
+Data parallel under torchrun (`model.parallel` ddp or fsdp; each process trains on
+`per_device_train_batch_size` rows of every micro-batch):
+
+    torchrun --nproc_per_node 2 -m reasonlab sft RECIPE.yaml model.parallel=fsdp
 """
 
 from __future__ import annotations
@@ -46,12 +51,18 @@ def run(args: argparse.Namespace) -> int:
         print(config_to_yaml(config), end="")
         return 0
 
+    from reasonlab.parallel import Dist
     from reasonlab.sft.trainer import SFTError, SFTTrainer
 
+    dist = Dist.from_env()  # one process, or this rank of a torchrun group
     try:
-        summary = SFTTrainer(config, resume=bool(args.resume)).train()
+        summary = SFTTrainer(config, resume=bool(args.resume), dist=dist).train()
     except (FileExistsError, FileNotFoundError, SFTError, DataError, ValueError) as err:
         raise CLIError(str(err)) from None
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     line = f"done: {summary['steps']} steps in {summary['run_dir']}"
     if summary["final"]:
         line += f"; last loss {summary['final']['loss']:.4f}"

@@ -67,7 +67,7 @@ def save(
 ) -> Path:
     """Write `model` (safetensors) and `tokenizer` to `path` as a standard Hugging Face folder.
     `state_dict`: the weights to write instead of the model's own (the full weights gathered from
-    FSDP shards).
+    FSDP shards); tied weights (`lm_head.weight` tied to the embeddings) are written once.
 
     Atomic: everything is written to a temporary sibling folder that then replaces `path`, so a
     crash never leaves a half-written model where a reader expects a whole one. Refuses (ValueError)
@@ -78,7 +78,10 @@ def save(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        extra = {} if state_dict is None else {"state_dict": state_dict}
+        extra = {}
+        if state_dict is not None:  # without tied copies (a gathered FSDP state dict has them)
+            tied = getattr(model, "all_tied_weights_keys", None) or {}
+            extra["state_dict"] = {k: v for k, v in state_dict.items() if k not in tied}
         model.save_pretrained(tmp, safe_serialization=True, **extra)
         tokenizer.save_pretrained(tmp)
         _check_tokenizer_round_trip(tokenizer, tmp)

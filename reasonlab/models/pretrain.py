@@ -36,6 +36,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from reasonlab.parallel import Dist, Wrapped, clip_grad_norm, wrap_model
 
 Sample = str | tuple[str, str]
 PACKING = ("samples", "shared_prompt")
@@ -314,17 +317,25 @@ class RowStream:
         """Rows in the current epoch."""
         return len(self.rows["input_ids"])
 
-    def take(self, n: int) -> dict[str, torch.Tensor]:
+    def take(self, n: int, dist: Dist | None = None) -> dict[str, torch.Tensor]:
         """The next `n` rows: input_ids, position_ids, targets (bool), and attention_mask
         (padding; the rows trimmed to the longest of the n) or segment, branch and source
         (shared_prompt, see `SharedRows`), each [n, T]. An epoch of fewer than `n` rows gives all
-        of them, re-ordered at every call."""
+        of them, re-ordered at every call.
+
+        Data parallel: every rank reads the same stream (same seed) and takes the same `n` rows of
+        the global batch; with `dist` (`reasonlab.parallel.Dist`) this rank gets its contiguous
+        share of them, [n / world_size, T] (n must divide evenly), so the ranks together train on
+        the rows one process would and stay at the same stream position."""
         if self.cursor + n > len(self):
             self.epoch += 1
             self._arrange()
             self.cursor = 0
         rows = slice(self.cursor, self.cursor + n)
         self.cursor += n
+        if dist is not None:
+            share = dist.local_slice(n)
+            rows = slice(rows.start + share.start, rows.start + share.stop)
         batch = {name: t[rows] for name, t in self.rows.items()}
         if "attention_mask" in batch:
             width = max(1, int(batch["attention_mask"].sum(1).max()))
@@ -357,7 +368,8 @@ def predicted_logits(
     """The logits that predict each loss token of a `RowStream` batch, and those tokens: [N, V]
     and [N]. Packed and padded rows: logits at t predict token t + 1; shared-prompt rows: the
     logits at `source` (a completion's first token is predicted by its prompt's last one), under
-    the 4D `shared_prompt_mask`."""
+    the 4D `shared_prompt_mask`. `model` may be a DDP wrapper (`reasonlab.parallel.wrap_model`).
+    """
     ids = batch["input_ids"]
     if "segment" not in batch:
         logits = model(
@@ -368,8 +380,9 @@ def predicted_logits(
         ).logits  # [B, T, V]
         mask = batch["targets"][:, 1:]
         return logits[:, :-1][mask], ids[:, 1:][mask]
-    attn = getattr(model.config, "_attn_implementation", None) or "eager"
-    attention = shared_prompt_mask(batch["segment"], batch["branch"], attn, model.dtype)
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    attn = getattr(inner.config, "_attn_implementation", None) or "eager"
+    attention = shared_prompt_mask(batch["segment"], batch["branch"], attn, inner.dtype)
     logits = model(
         input_ids=ids, position_ids=batch["position_ids"], attention_mask=attention, use_cache=False
     ).logits  # [B, T, V]
@@ -391,6 +404,8 @@ def supervised_step(
     *,
     max_grad_norm: float | None = 1.0,
     loss_fn: LossFn = nll_loss,
+    wrapped: Wrapped | None = None,
+    dist: Dist | None = None,
 ) -> dict[str, float]:
     """One optimiser step of pretraining and SFT, over `micro_batches` (gradient accumulation).
 
@@ -399,28 +414,46 @@ def supervised_step(
     of 8 rows and 8 of 1 row give the same gradient. Micro-batches without loss tokens are skipped.
     Then clipping at `max_grad_norm` (None: none), AdamW, one scheduler step. Returns loss,
     grad_norm (before clipping), tokens (loss tokens) and lr (the one used).
+
+    Data parallel (`wrapped`: `model` prepared by `reasonlab.parallel.wrap_model`; `dist`: its
+    group): each rank passes its share of the global batch. The loss-token count is summed over
+    ranks first and each rank divides by that global count, so its loss is its share of the
+    global token-mean; DDP or FSDP2 sum the gradients over ranks once, in the last micro-batch's
+    backward (`grad_sync`), which makes the one-process gradient on the combined batch. Every rank
+    makes the same forward/backward calls (both engines communicate in them): a micro-batch
+    without loss tokens on one rank runs as a zero-weighted pass there. The returned loss and
+    tokens are global.
     """
+    wrapped = wrapped or Wrapped(model, model, "none")
+    dist = dist or Dist.single()
     device = next(model.parameters()).device
     # a row's first token is a sample's first token, never a target: every target is predicted
     counts = [int(b["targets"].sum()) for b in micro_batches]
     total = sum(counts)
+    if dist.enabled:
+        total = round(dist.sum_scalar(total, device))  # the global batch's loss tokens
+    # collective engines need the same calls on every rank; one process skips empty micro-batches
+    passes = [(b, c) for b, c in zip(micro_batches, counts) if c or wrapped.kind != "none"]
+    if total == 0:
+        passes = []  # nothing to learn from anywhere (every rank agrees: the count is global)
     lr = scheduler.get_last_lr()[0]
     optimizer.zero_grad(set_to_none=True)
     loss_value = 0.0
-    for batch, count in zip(micro_batches, counts):
-        if count == 0:
-            continue
+    for index, (batch, count) in enumerate(passes):
         batch = {k: v.to(device) for k, v in batch.items()}
-        loss, _ = loss_fn(model, batch)
-        # the same tokens counted by the step: the mean of this micro-batch times its share
-        share = count / total
-        (loss * share).backward()
+        with wrapped.grad_sync(index == len(passes) - 1):
+            loss, _ = loss_fn(wrapped.module, batch)
+            if count == 0:  # the mean over no tokens is NaN: a zero with zero gradients instead
+                loss = loss.nan_to_num(0.0)
+            # the same tokens counted by the step: the mean of this micro-batch times its share
+            share = count / total
+            (loss * share).backward()
         loss_value += float(loss.detach()) * share
+    if dist.enabled:
+        loss_value = dist.sum_scalar(loss_value, device)
     params = [p for p in model.parameters() if p.grad is not None]
-    if max_grad_norm is not None:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-    else:
-        grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+    clip = max_grad_norm if max_grad_norm is not None else float("inf")
+    grad_norm = clip_grad_norm(params, clip)
     optimizer.step()
     scheduler.step()
     return {"loss": loss_value, "grad_norm": grad_norm, "tokens": total, "lr": lr}
@@ -445,6 +478,8 @@ def pretrain(
     packing: str = "samples",
     num_threads: int | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    parallel: str = "none",
+    dist: Dist | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place on `samples` (texts or (prompt, completion) pairs, see module doc).
 
@@ -454,6 +489,13 @@ def pretrain(
     {step, loss, lr, tokens_per_s (packed tokens processed), seconds}. Returns stats: steps, final_loss (mean of the last
     `log_every` steps), first_loss, losses (one per log), seconds, tokens (target tokens seen),
     epochs, num_params, cut_samples.
+
+    Data parallel under torchrun, as SFT (`parallel` ddp or fsdp, `reasonlab.parallel.wrap_model`;
+    `dist` this process's group): every rank reads the same stream and trains on its
+    `batch_size` rows of each step's `batch_size * world_size`, with the global token-mean loss of
+    `supervised_step`: W ranks make the steps of one process with W times the batch. The losses,
+    tokens and tokens_per_s returned are global; callback runs on rank 0 only. Under fsdp the model
+    is left sharded: gather its weights with `reasonlab.parallel.full_state_dict` (every rank).
     """
     from reasonlab.optim import adamw, scheduler
     from reasonlab.threads import set_intra_op_threads
@@ -482,6 +524,13 @@ def pretrain(
             else 0
             for s in samples
         ]
+    dist = dist or Dist.single()
+    if dist.enabled and parallel == "none":
+        raise ValueError(
+            f"parallel is none but {dist.world_size} processes were launched (torchrun): set it to "
+            "ddp or fsdp"
+        )
+    wrapped = wrap_model(model, parallel=parallel)  # before the optimiser: fsdp makes shards
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
@@ -499,12 +548,23 @@ def pretrain(
     stream = RowStream(
         data, seq_len, pad_id, seed=seed, packing=packing, prompt_lengths=prompt_lengths
     )
+    if dist.enabled and len(stream) < batch_size * dist.world_size:
+        raise ValueError(
+            f"batch_size={batch_size} x {dist.world_size} processes but the samples make only "
+            f"{len(stream)} rows of seq_len={seq_len}; lower batch_size"
+        )
     start = last_log = time.perf_counter()
     steps_at_log = 0
     try:
         for step in range(steps):
             out = supervised_step(
-                model, optimizer, schedule, [stream.take(batch_size)], max_grad_norm=grad_clip
+                model,
+                optimizer,
+                schedule,
+                [stream.take(batch_size * dist.world_size, dist)],
+                max_grad_norm=grad_clip,
+                wrapped=wrapped,
+                dist=dist,
             )
             value = out["loss"]
             first_loss = value if first_loss is None else first_loss
@@ -518,6 +578,7 @@ def pretrain(
                     "lr": schedule.get_last_lr()[0],
                     "tokens_per_s": (step + 1 - steps_at_log)
                     * batch_size
+                    * dist.world_size
                     * seq_len
                     / max(now - last_log, 1e-9),
                     "seconds": now - start,
@@ -525,7 +586,7 @@ def pretrain(
                 losses.append(record["loss"])
                 window = []
                 last_log, steps_at_log = now, step + 1
-                if callback is not None:
+                if callback is not None and dist.is_main:
                     callback(record)
     finally:
         model.train(was_training)

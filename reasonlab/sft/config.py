@@ -30,6 +30,26 @@ class ModelConfig:
     """Compute dtype: float32, or bfloat16 autocast on CUDA (weights and AdamW stay float32)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, more compute)."""
+    parallel: str = "none"
+    """Data parallelism under torchrun (`reasonlab.parallel`, as RL's `model.parallel`): none (one
+    process), ddp (DistributedDataParallel: whole model and AdamW state on every rank) or fsdp
+    (FSDP2 `fully_shard` per decoder layer and the root: parameters, gradients and AdamW state
+    sharded; with dtype bfloat16 on CUDA, bf16 compute and fp32 master weights and reduction).
+    Each rank trains on `per_device_train_batch_size` rows of every micro-batch; W ranks are one
+    process on the combined batch (W times the rows)."""
+    cpu_offload: bool = False
+    """fsdp: keep the parameter shards and AdamW state in CPU memory (FSDP2 CPUOffloadPolicy;
+    needs CUDA for the compute)."""
+
+    def validate(self) -> None:
+        from reasonlab.parallel import PARALLEL
+
+        if self.parallel not in PARALLEL:
+            raise ValueError(
+                f"parallel must be one of {', '.join(PARALLEL)}; got {self.parallel!r}"
+            )
+        if self.cpu_offload and self.parallel != "fsdp":
+            raise ValueError(f"cpu_offload needs parallel=fsdp, got {self.parallel!r}")
 
 
 @dataclass
@@ -104,7 +124,7 @@ class TrainingConfig:
     max_steps: int = -1
     """Optimiser steps; -1: as many as num_train_epochs take."""
     per_device_train_batch_size: int = 8
-    """Rows per micro-batch (packed rows when packing)."""
+    """Rows per micro-batch (packed rows when packing) on each data-parallel process."""
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimiser step; the loss is the mean over all their loss tokens."""
     learning_rate: float = 2e-5
@@ -236,6 +256,11 @@ class SFTConfig:
             raise ValueError("data.train_files is required: one or more JSONL or parquet files")
         if self.training.loss in ("kd", "gkd") and not self.distill.teacher:
             raise ValueError(f"training.loss={self.training.loss} needs distill.teacher")
+        if self.training.loss == "gkd" and self.model.parallel == "fsdp":
+            raise ValueError(
+                "training.loss=gkd samples from the student, which is not implemented for a "
+                "sharded model: set model.parallel=ddp (or none)"
+            )
         if self.training.loss == "gkd" and self.data.packing:
             raise ValueError(
                 "training.loss=gkd samples a completion per prompt: set data.packing=false"

@@ -27,11 +27,23 @@ As implemented (TRL's SFTTrainer defaults where it has them):
    checkpoints (`reasonlab.rl.checkpoint`: weights, AdamW, scheduler, RNG states and the data
    stream's position; resuming gives the weights of an uninterrupted run bit for bit) and at the
    end `model/`, a standard Hugging Face folder, and summary.json.
+6. **Data parallel** (`model.parallel` ddp or fsdp under torchrun, `reasonlab.parallel`; the RL
+   trainer's scheme): every rank reads the same row stream and takes its contiguous share of each
+   micro-batch of `per_device_train_batch_size * world_size` rows; `supervised_step` divides each
+   rank's loss by the *global* loss-token count, and DDP (a summing hook) or FSDP2 (divide factor
+   1) sum the gradients once per optimiser step, so W ranks make the one-process step on the
+   combined batch. Rank 0 writes the run folder, evaluates (under fsdp on a full copy refreshed
+   from the gathered shards) and saves; under fsdp every rank writes its shards of the weights and
+   AdamW state into the checkpoint (`torch.distributed.checkpoint`, `sharded/`). A distillation
+   teacher stays whole on every rank.
+
+    torchrun --nproc_per_node 2 -m reasonlab sft RECIPE.yaml model.parallel=fsdp
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import random
@@ -46,6 +58,7 @@ import torch
 from reasonlab.io import read_run_file, start_run_dir, truncate_run_file
 from reasonlab.models.pretrain import RowStream, pack, supervised_step
 from reasonlab.optim import adamw, scheduler
+from reasonlab.parallel import Dist, full_state_dict, wrap_model
 from reasonlab.records import Example
 from reasonlab.sft.config import SFTConfig
 from reasonlab.sft.data import Row, read_rows, tokenize_rows
@@ -80,12 +93,13 @@ def audit_rows(
     return kept, counts
 
 
-def steps_for(cfg: SFTConfig, rows_per_epoch: int) -> int:
-    """Optimiser steps of the run: max_steps, or num_train_epochs over the epoch's rows."""
+def steps_for(cfg: SFTConfig, rows_per_epoch: int, world_size: int = 1) -> int:
+    """Optimiser steps of the run: max_steps, or num_train_epochs over the epoch's rows (a
+    micro-batch takes per_device_train_batch_size rows on each of `world_size` ranks)."""
     t = cfg.training
     if t.max_steps > 0:
         return t.max_steps
-    batches = rows_per_epoch // t.per_device_train_batch_size  # a stream epoch drops the rest
+    batches = rows_per_epoch // (t.per_device_train_batch_size * world_size)  # rest dropped
     return max(1, math.ceil(t.num_train_epochs * batches / t.gradient_accumulation_steps))
 
 
@@ -97,7 +111,8 @@ class SFTTrainer:
     """Runs `SFTConfig` end to end; `train()` returns a summary.
 
     Library hooks: `model=`/`tokenizer=` (objects instead of `model.path`), `teacher=`, `task=` (a
-    Task object). `resume=True` continues from the newest checkpoint in `run.out_dir`.
+    Task object), `dist=` (this process's data-parallel group, `Dist.from_env()` under torchrun).
+    `resume=True` continues from the newest checkpoint in `run.out_dir`.
     """
 
     def __init__(
@@ -110,12 +125,20 @@ class SFTTrainer:
         task: Any = None,
         resume: bool = False,
         log: Any = print,
+        dist: Dist | None = None,
     ):
         from reasonlab import models
         from reasonlab.rl.checkpoint import latest_checkpoint, remove_partial
 
         self.config = cfg = config
-        self.log = log
+        self.dist = dist or Dist.single()
+        if self.dist.enabled and cfg.model.parallel == "none":
+            raise SFTError(
+                f"model.parallel is none but {self.dist.world_size} processes were launched "
+                "(torchrun): set it to ddp (each rank holds the model) or fsdp (sharded)"
+            )
+        self.log = log if self.dist.is_main else (lambda *args, **kwargs: None)
+        log = self.log
         self.run_dir = Path(cfg.run.out_dir)
         set_intra_op_threads(cfg.run.num_threads)
         random.seed(cfg.training.seed)
@@ -124,7 +147,8 @@ class SFTTrainer:
 
         checkpoint = None
         if resume:
-            remove_partial(self.run_dir)
+            if self.dist.is_main:
+                remove_partial(self.run_dir)
             checkpoint = latest_checkpoint(self.run_dir)
             if checkpoint is None:
                 log(f"reasonlab: no checkpoint in {self.run_dir}: starting the run over")
@@ -190,6 +214,25 @@ class SFTTrainer:
         self.model, self.tokenizer = model.to(self.device), tokenizer
         if cfg.model.gradient_checkpointing:
             models.enable_gradient_checkpointing(self.model)
+        # bfloat16 on CUDA: autocast, or under fsdp FSDP2's mixed precision (no autocast on top)
+        half = (
+            torch.bfloat16 if self.device.type == "cuda" and cfg.model.dtype == "bfloat16" else None
+        )
+        self.half = half
+        self.sharded = cfg.model.parallel == "fsdp" and self.dist.enabled
+        # evaluation (generation, eval loss) runs on rank 0 alone: under fsdp on a full copy of
+        # the model, refreshed from the gathered shards at each evaluation
+        self.eval_model = self.model
+        if self.sharded:
+            self.eval_model = (
+                copy.deepcopy(self.model).requires_grad_(False) if self.dist.is_main else None
+            )
+        self.wrapped = wrap_model(
+            self.model,
+            parallel=cfg.model.parallel,
+            param_dtype=half if self.sharded else None,
+            cpu_offload=cfg.model.cpu_offload,
+        )
         masks = dict(
             completion_only_loss=cfg.data.completion_only_loss,
             assistant_only_loss=cfg.data.assistant_only_loss,
@@ -213,12 +256,13 @@ class SFTTrainer:
             packing="samples" if cfg.data.packing else "none",
         )
         t = cfg.training
-        if t.per_device_train_batch_size > len(self.stream):
+        if t.per_device_train_batch_size * self.dist.world_size > len(self.stream):
+            ranks = f" x {self.dist.world_size} processes" if self.dist.enabled else ""
             raise SFTError(
-                f"training.per_device_train_batch_size={t.per_device_train_batch_size} but the data "
-                f"makes only {len(self.stream)} rows per epoch; lower it"
+                f"training.per_device_train_batch_size={t.per_device_train_batch_size}{ranks} but "
+                f"the data makes only {len(self.stream)} rows per epoch; lower it"
             )
-        self.total_steps = steps_for(cfg, len(self.stream))
+        self.total_steps = steps_for(cfg, len(self.stream), self.dist.world_size)
         self.cut_samples = sum(len(ids) > cfg.data.max_length for ids, _ in samples)
 
         # teacher and loss
@@ -251,10 +295,13 @@ class SFTTrainer:
         self.step = 0
         self.tokens_seen = 0
         self.window: list[float] = []  # losses of the steps since the last metrics row
+        self.eval_step: int | None = None  # the step of the last evaluation (on every rank)
+        self.dist.barrier()  # every rank has checked the run folder before rank 0 writes to it
         if checkpoint is not None:
             self._restore(checkpoint)
-        else:
+        elif self.dist.is_main:
             self._start_run_dir()
+        self.dist.barrier()
 
     # -- run folder -------------------------------------------------------------------------
 
@@ -284,12 +331,15 @@ class SFTTrainer:
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.window = [float(x) for x in state.get("window", [])]
         self.stream.load_state_dict(state["data"])
-        for name in RUN_FILES:
-            truncate_run_file(self.run_dir / name, self.step)
+        if self.dist.is_main:
+            for name in RUN_FILES:
+                truncate_run_file(self.run_dir / name, self.step)
 
     def _save(self) -> None:
         from reasonlab.rl.checkpoint import save_checkpoint
 
+        if not self.dist.is_main and not self.wrapped.sharded:
+            return  # replicated state: rank 0 writes it; sharded: every rank writes its shards
         save_checkpoint(
             self.run_dir,
             self.step,
@@ -303,6 +353,7 @@ class SFTTrainer:
                 "window": self.window,
             },
             keep=self.config.run.save_total_limit,
+            dist=self.dist,
         )
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
@@ -311,10 +362,10 @@ class SFTTrainer:
 
     # -- one step ---------------------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda" and self.config.model.dtype == "bfloat16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _autocast(self, training: bool = False) -> contextlib.AbstractContextManager:
+        if self.half is None or (training and self.sharded):
+            return contextlib.nullcontext()  # fsdp training: FSDP2's mixed precision casts
+        return torch.autocast("cuda", dtype=self.half)
 
     def _on_policy(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch's prompts (the tokens before each row's first target) with the student's own
@@ -359,8 +410,9 @@ class SFTTrainer:
 
     def train_step(self) -> dict[str, float]:
         t = self.config.training
-        micro = [
-            self.stream.take(t.per_device_train_batch_size)
+        d = self.dist
+        micro = [  # this rank's share of each micro-batch of the global batch
+            self.stream.take(t.per_device_train_batch_size * d.world_size, d)
             for _ in range(t.gradient_accumulation_steps)
         ]
         on_policy = False
@@ -369,8 +421,8 @@ class SFTTrainer:
             on_policy = draw < self.config.distill.lmbda
             if on_policy:
                 micro = [self._on_policy(batch) for batch in micro]
-        self.model.train()
-        with self._autocast():
+        self.wrapped.module.train()
+        with self._autocast(training=True):
             out = supervised_step(
                 self.model,
                 self.optimizer,
@@ -378,6 +430,8 @@ class SFTTrainer:
                 micro,
                 max_grad_norm=t.max_grad_norm,
                 loss_fn=self.loss_fn,
+                wrapped=self.wrapped,
+                dist=d,
             )
         self.step += 1
         self.tokens_seen += out["tokens"]
@@ -397,7 +451,7 @@ class SFTTrainer:
         input_ids, positions, targets = pack(
             self.eval_samples, cfg.data.max_length, self.pad_id, random.Random(0)
         )
-        self.model.eval()
+        self.eval_model.eval()
         total, count = 0.0, 0
         size = cfg.training.per_device_train_batch_size
         for start in range(0, len(input_ids), size):
@@ -409,7 +463,7 @@ class SFTTrainer:
             n = int(batch["targets"][:, 1:].sum())
             if n:
                 with self._autocast():
-                    loss, _ = self.loss_fn(self.model, batch)
+                    loss, _ = self.loss_fn(self.eval_model, batch)
                 total += float(loss) * n
                 count += n
         return total / max(1, count)
@@ -424,8 +478,8 @@ class SFTTrainer:
         from reasonlab.rollout.base import SamplingParams
 
         cfg = self.config
-        self.model.eval()
-        engine = get_engine("hf", model=self.model, tokenizer=self.tokenizer)
+        self.eval_model.eval()
+        engine = get_engine("hf", model=self.eval_model, tokenizer=self.tokenizer)
         params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.task.max_new_tokens)
         with self._autocast():
             result = evaluate(
@@ -446,7 +500,17 @@ class SFTTrainer:
         }
 
     def evaluate(self) -> dict[str, Any]:
-        """Eval loss and held-out accuracy now; appended to eval.jsonl."""
+        """Eval loss and held-out accuracy now; appended to eval.jsonl. Data parallel: rank 0
+        evaluates (under fsdp a full copy gathered from the shards: every rank must call), the
+        others get {}."""
+        self.eval_step = self.step
+        if self.sharded:
+            full = full_state_dict(self.model, rank0_only=True)  # a collective
+            if self.dist.is_main:
+                self.eval_model.load_state_dict(full)
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return {}
         start = time.perf_counter()
         row: dict[str, Any] = {"step": self.step}
         loss = self.eval_loss()
@@ -457,6 +521,7 @@ class SFTTrainer:
             row.update({f"eval/{k}": v for k, v in acc.items()})
         row["time/eval"] = time.perf_counter() - start
         self._append("eval.jsonl", row)
+        self.dist.barrier()
         return row
 
     # -- the loop ---------------------------------------------------------------------------
@@ -465,8 +530,9 @@ class SFTTrainer:
         """Train to the last step; returns {steps, run_dir, final (last metrics row), eval (last
         evaluation), before (the evaluation before training), data (audit counts), model}."""
         cfg = self.config
+        main = self.dist.is_main
         bar = None
-        if cfg.run.progress:
+        if cfg.run.progress and main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=self.step, desc="sft", unit="step")
@@ -494,7 +560,8 @@ class SFTTrainer:
                     }
                     if cfg.training.loss == "gkd":
                         final["on_policy"] = out["on_policy"]
-                    self._append("metrics.jsonl", final)
+                    if main:
+                        self._append("metrics.jsonl", final)
                     self.window, tic, tokens_at = [], now, self.tokens_seen
                 if cfg.run.eval_steps and self.step % cfg.run.eval_steps == 0:
                     last_eval = self.evaluate()
@@ -506,11 +573,16 @@ class SFTTrainer:
         finally:
             if bar is not None:
                 bar.close()
-        if last_eval is None or last_eval["step"] != self.step:
+        if self.eval_step != self.step:
             last_eval = self.evaluate()
         from reasonlab import models
 
-        out_model = models.save(self.model, self.tokenizer, self.run_dir / "model")
+        out_model = self.run_dir / "model"
+        full = full_state_dict(self.model, rank0_only=True) if self.sharded else None  # collective
+        if not main:
+            self.dist.barrier()  # rank 0 writes the model and the summary
+            return {"steps": self.step, "run_dir": str(self.run_dir), "final": final}
+        models.save(self.model, self.tokenizer, out_model, full)
         if before is None:
             before = next(iter(read_run_file(self.run_dir / "eval.jsonl")), None)
         summary = {
@@ -523,6 +595,7 @@ class SFTTrainer:
             "model": str(out_model),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        self.dist.barrier()
         return summary
 
 
