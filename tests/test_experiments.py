@@ -123,6 +123,8 @@ def test_policy_loss_arms_take_each_recipe_s_own_parameters():
     assert "algorithm.delta=3.0" in arms["ppo"]
     assert "algorithm.delta=null" in arms["gspo"]  # not gspo's parameter: back to its default
     assert "algorithm.clip_high=0.2" in arms["sapo"]  # sapo takes no clip: the default, not 0.28
+    # 4 updates per step of 128 responses: off-policy after the first (see LOSS_MINIBATCH)
+    assert all("batching.minibatch_size=32" in overrides for overrides in arms.values())
 
 
 class _Interrupt:

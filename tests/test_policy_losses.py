@@ -478,3 +478,25 @@ def test_rollout_correction_by_hand():
         rollout_rs_threshold_lower=0.2,
     )
     assert keep.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_on_policy_ppo_cispo_gspo_token_and_kl_cov_have_one_gradient():
+    """At ratio 1 (the first update after sampling, or the only one when a step makes one
+    update) no clip or weight cap is active and KL-Cov's penalty has zero gradient, so these four
+    give the vanilla policy gradient: the `policy_losses` experiment measured the same per-seed
+    figures for them with one update per step (docs/findings.md), hence its 4 updates per step.
+    GSPO, GMPO and SAPO differ already there (per-response ratios or the gate's slope)."""
+    new, old, adv, mask = random_inputs(seed=3)
+    old = new.detach().clone()  # on-policy: every ratio is exactly 1
+    agg = "seq-mean-token-mean"
+    grads = {}
+    for name in ("ppo", "cispo", "gspo_token", "kl_cov"):
+        _, grads[name] = grad_of(lambda lp, n=name: ours(n, agg=agg)(lp, old, adv, mask), new)
+    for name in ("cispo", "gspo_token", "kl_cov"):
+        torch.testing.assert_close(grads[name], grads["ppo"], rtol=1e-6, atol=1e-7, msg=name)
+    assert grads["ppo"].abs().max() > 0
+    # and off-policy they part (the reason the experiment runs several updates per step)
+    new, old, adv, mask = random_inputs(seed=3)
+    _, ppo = grad_of(lambda lp: ours("ppo", agg=agg)(lp, old, adv, mask), new)
+    _, cispo = grad_of(lambda lp: ours("cispo", agg=agg)(lp, old, adv, mask), new)
+    assert not torch.allclose(ppo, cispo)

@@ -355,6 +355,11 @@ register(
 # ----------------------------------------------------------------------------- policy losses
 
 LOSS_RECIPES = REPO_ROOT / "configs" / "losses"
+LOSS_MINIBATCH = 32
+"""Responses per optimiser update in policy_losses: 4 updates per step of 16 prompts x 8. With the
+demo's one update per step every ratio is 1 when the loss is computed, and PPO, CISPO, GSPO-token
+and KL-Cov have the same gradient there: measured, they gave the same per-seed figures
+(docs/findings.md). The losses differ only where the policy has moved since sampling."""
 
 
 def loss_arms() -> list[Arm]:
@@ -362,7 +367,8 @@ def loss_arms() -> list[Arm]:
     own parameters (`policy_loss_params`) and its loss_agg (all seq-mean-token-mean: gspo and gmpo
     are defined per response, docs/policy_losses.md); every other loss parameter back at its
     default (the demo's clip_high 0.28 would be rejected by `validate` on a loss that takes no
-    clip). Learning rate, KL and the rest stay the demo's."""
+    clip); `LOSS_MINIBATCH` responses per update, so that updates after the first of a step are
+    off-policy. Learning rate, KL and the rest stay the demo's."""
     from reasonlab.rl.config import AlgorithmConfig
     from reasonlab.rl.losses import POLICY_LOSSES, policy_loss_params
 
@@ -375,7 +381,7 @@ def loss_arms() -> list[Arm]:
         algorithm = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("algorithm", {})
         name = algorithm.get("policy_loss", path.stem)
         takes = set(policy_loss_params(name))
-        overrides = [f"algorithm.policy_loss={name}"]
+        overrides = [f"algorithm.policy_loss={name}", f"batching.minibatch_size={LOSS_MINIBATCH}"]
         if "loss_agg" in algorithm:  # gspo, gspo_token, gmpo are defined per response
             overrides.append(f"algorithm.loss_agg={algorithm['loss_agg']}")
         for key in every:
