@@ -498,7 +498,7 @@ def pretrain(
     is left sharded: gather its weights with `reasonlab.parallel.full_state_dict` (every rank).
     """
     from reasonlab.optim import adamw, scheduler
-    from reasonlab.threads import set_intra_op_threads
+    from reasonlab.threads import intra_op_threads
 
     if steps < 1 or batch_size < 1 or seq_len < 2:
         raise ValueError(
@@ -534,7 +534,6 @@ def pretrain(
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    old_threads = set_intra_op_threads(num_threads)
     optimizer = adamw(model, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     schedule = scheduler(
         optimizer, total_steps=steps, warmup_steps=warmup, min_lr_ratio=min_lr_ratio
@@ -555,42 +554,42 @@ def pretrain(
         )
     start = last_log = time.perf_counter()
     steps_at_log = 0
-    try:
-        for step in range(steps):
-            out = supervised_step(
-                model,
-                optimizer,
-                schedule,
-                [stream.take(batch_size * dist.world_size, dist)],
-                max_grad_norm=grad_clip,
-                wrapped=wrapped,
-                dist=dist,
-            )
-            value = out["loss"]
-            first_loss = value if first_loss is None else first_loss
-            window.append(value)
-            tokens_seen += out["tokens"]
-            if (step + 1) % log_every == 0 or step == steps - 1:
-                now = time.perf_counter()
-                record = {
-                    "step": step + 1,
-                    "loss": sum(window) / len(window),
-                    "lr": schedule.get_last_lr()[0],
-                    "tokens_per_s": (step + 1 - steps_at_log)
-                    * batch_size
-                    * dist.world_size
-                    * seq_len
-                    / max(now - last_log, 1e-9),
-                    "seconds": now - start,
-                }
-                losses.append(record["loss"])
-                window = []
-                last_log, steps_at_log = now, step + 1
-                if callback is not None and dist.is_main:
-                    callback(record)
-    finally:
-        model.train(was_training)
-        torch.set_num_threads(old_threads)
+    with intra_op_threads(num_threads):
+        try:
+            for step in range(steps):
+                out = supervised_step(
+                    model,
+                    optimizer,
+                    schedule,
+                    [stream.take(batch_size * dist.world_size, dist)],
+                    max_grad_norm=grad_clip,
+                    wrapped=wrapped,
+                    dist=dist,
+                )
+                value = out["loss"]
+                first_loss = value if first_loss is None else first_loss
+                window.append(value)
+                tokens_seen += out["tokens"]
+                if (step + 1) % log_every == 0 or step == steps - 1:
+                    now = time.perf_counter()
+                    record = {
+                        "step": step + 1,
+                        "loss": sum(window) / len(window),
+                        "lr": schedule.get_last_lr()[0],
+                        "tokens_per_s": (step + 1 - steps_at_log)
+                        * batch_size
+                        * dist.world_size
+                        * seq_len
+                        / max(now - last_log, 1e-9),
+                        "seconds": now - start,
+                    }
+                    losses.append(record["loss"])
+                    window = []
+                    last_log, steps_at_log = now, step + 1
+                    if callback is not None and dist.is_main:
+                        callback(record)
+        finally:
+            model.train(was_training)
     from reasonlab.models import num_params
 
     return {
