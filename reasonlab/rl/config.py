@@ -307,6 +307,13 @@ class BatchingConfig:
     With gradient checkpointing it needs transformers >= 5 (else full passes are used)."""
     forward_batch_size: int | None = None
     """Responses per no-grad pass (old, reference logprobs; None: micro_batch_size)."""
+    group_by_length: bool = False
+    """Cut each minibatch (and the no-grad passes) into micro-batches of responses of similar
+    length, longest first, instead of in shuffled order: a pass pads its responses to its longest
+    only, so less padding is computed when lengths vary (transformers' `group_by_length`; veRL's
+    `use_dynamic_bsz` balances by tokens). The loss is the same sum over the same responses (its
+    normaliser is the minibatch's), so only float rounding changes; it takes effect when
+    micro_batch_size (forward_batch_size) is below the minibatch (the step's batch)."""
 
 
 @dataclass

@@ -497,8 +497,11 @@ class Learner:
         old = torch.zeros(len(batch), width, device=self.device) if policy else None
         ref_out = torch.zeros(len(batch), width, device=self.device) if ref else None
         vals = torch.zeros(len(batch), width, device=self.device) if values else None
+        order = list(range(len(batch)))
+        if self.config.batching.group_by_length:
+            order = self._longest_first(batch, order)
         for start in range(0, len(batch), size):
-            rows = list(range(start, min(start + size, len(batch))))
+            rows = order[start : start + size]
             if policy:
                 result = self.forward(self.model, batch, rows, values=values)
                 T = result["logprobs"].shape[1]
@@ -511,6 +514,12 @@ class Learner:
                 T = result["logprobs"].shape[1]
                 ref_out[rows, :T] = result["logprobs"].float()
         return old, ref_out, vals
+
+    @staticmethod
+    def _longest_first(batch: StepBatch, rows: list[int]) -> list[int]:
+        """`rows` by completion length, longest first (ties keep their order): consecutive
+        micro-batches then hold responses of similar length (`batching.group_by_length`)."""
+        return sorted(rows, key=lambda i: -len(batch.completion_ids[i]))
 
     def _advantages(
         self,
@@ -561,6 +570,8 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         micro = cfg.micro_batch_size
+        if cfg.batching.group_by_length:
+            rows = self._longest_first(batch, rows)
         for index in range(passes):
             part = rows[index * micro : (index + 1) * micro]
             idle = not part  # a pass this rank makes only to join the others' communication
