@@ -11,6 +11,8 @@
    micro-batches. Each micro-batch's loss is divided by the *whole minibatch's* normaliser (its
    token count for token-mean, response count for the sequence modes, summed over ranks), so the
    accumulated gradient does not depend on how the minibatch is cut (TRL's invariant test).
+   `batching.group_by_length` cuts it (and the no-grad pass) longest response first, so a pass
+   pads to lengths close to its own rows' instead of the step's longest.
    Loss = policy_loss (`algorithm.policy_loss` from `reasonlab.rl.losses.POLICY_LOSSES`: PPO clip
    with clip-higher, dual clip or delta; GSPO, CISPO, SAPO, GMPO, Clip-Cov, KL-Cov), its per-token
    loss times the rollout-correction weights and the high-entropy token mask when set,
