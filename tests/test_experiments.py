@@ -403,3 +403,29 @@ def _check_rerun_reuses_every_stage_and_run(out, all_results, first_logs):
     assert {a: v["metrics"] for a, v in again["arms"].items()} == {
         a: v["metrics"] for a, v in before.items()
     }
+
+
+@pytest.mark.slow(seconds=30)
+def test_jobs_share_out_the_measurements_and_reuse_them(tmp_path):
+    """A `--jobs` helper process (`train_only`) measures the pairs no other process is
+    measuring (here test_time_scaling's searches, cached beside each model) and skips a pair
+    whose measurement lock another holds; the main process then reads what the helper measured."""
+    from reasonlab.experiments.core import digest
+    from reasonlab.io import file_lock
+
+    out = tmp_path / "out"
+    held = out / "locks" / f"measure-test_time_scaling-{digest(['grpo', 0, True])[:12]}"
+    lines: list[str] = []
+    with file_lock(held):  # "another process" measures grpo seed 0
+        run_experiment("test_time_scaling", out, seeds=1, quick=True, log=lines.append,
+                       train_only=True)  # fmt: skip
+    assert "  grpo seed 0: another process is measuring it" in lines
+    base_searches = list((out / "search-base").glob("search-*.json"))
+    assert len(base_searches) == 1  # the base arm's pair was measured by the helper
+    run_searches = list((out / "runs").glob("*/search-*.json"))
+    assert run_searches == []  # the held pair was left alone
+    stamp = base_searches[0].stat().st_mtime_ns
+    results = run_experiment("test_time_scaling", out, seeds=1, quick=True, log=lines.append)
+    assert base_searches[0].stat().st_mtime_ns == stamp  # read, not searched again
+    assert len(list((out / "runs").glob("*/search-*.json"))) == 1
+    assert set(results["arms"]) == {"base", "grpo"}

@@ -761,8 +761,10 @@ def run_experiment(
 
     Several processes may run it on the same `out` at once (`reasonlab experiment --jobs`): each
     run, stage and the base are file-locked (`OUT/locks`), a process first trains the runs no
-    other holds, then waits for the rest. `train_only` (a `--jobs` helper process): return
-    {"experiment", "runs"} once every run is trained, without measuring or writing results."""
+    other holds, then waits for the rest; measurements are shared out the same way (each measure
+    caches its evaluations in OUT). `train_only` (a `--jobs` helper process): return
+    {"experiment", "runs"} once every run is trained and every measurement no other process held
+    is made, without writing results."""
     exp = get(name)
     if exp.needs:
         raise ExperimentError(f"experiment {name!r} needs {exp.needs}; it cannot run yet")
@@ -796,12 +798,25 @@ def run_experiment(
                     records[arm.name, seed] = ctx.train(arm, seed, wait=wait)
                 except Busy:
                     log(f"  {arm.name} seed {seed}: another process is training it")
+    # Measurements too are shared out: the measures cache what costs (evaluations, searches) in
+    # OUT, so a pair another process measured costs this one a file read once its lock is free.
+    assert exp.measure is not None
+    measured: dict[tuple[str, int], dict[str, float]] = {}
+    for wait in (False,) if train_only else (False, True):
+        for arm, seed in pairs:
+            if (arm.name, seed) in measured:
+                continue
+            lock = out / "locks" / f"measure-{name}-{digest([arm.name, seed, quick])[:12]}"
+            try:
+                with file_lock(lock, wait=wait):
+                    measured[arm.name, seed] = exp.measure(ctx, arm, seed, records[arm.name, seed])
+            except Busy:
+                log(f"  {arm.name} seed {seed}: another process is measuring it")
     if train_only:
         return {"experiment": name, "runs": len(records)}
     for arm, seed in pairs:
         record = records[arm.name, seed]
-        assert exp.measure is not None
-        values = exp.measure(ctx, arm, seed, record)
+        values = measured[arm.name, seed]
         for key in exp.metrics:
             table.setdefault(arm.name, {}).setdefault(key, []).append(float(values[key]))
         run_dirs.setdefault(arm.name, []).append(
