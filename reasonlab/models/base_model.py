@@ -174,7 +174,7 @@ def pretrain_base(
     dist = dist or Dist.single()
     pretrain.check_data_parallel(parallel, settings.batch_size, dist.world_size)
     if not dist.is_main:
-        log = _quiet
+        log = lambda message: None  # noqa: E731 - rank 0 says it once
     digest = settings.digest()
     record_path = out / "pretrain.json"
     reused = None
@@ -253,10 +253,6 @@ def pretrain_base(
         atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         log(f"saved {out} ({record['seconds']:.0f}s in all)")
     return dist.all_gather_objects(record)[0]  # every rank waits for rank 0's folder
-
-
-def _quiet(message: str) -> None:
-    """The log of ranks other than 0 (rank 0 says it once)."""
 
 
 def _evaluate(
