@@ -1,0 +1,154 @@
+"""`reasonlab pretrain` and `reasonlab pipeline` under torchrun: 2 gloo processes on the CPU,
+launched with the environment torchrun sets (`ranks.launch_ranks`), each running the CLI as
+`python -m reasonlab ...`.
+
+- `pretrain --parallel ddp|fsdp` on 2 ranks trains the weights one process trains with the same
+  `--batch-size` (the global batch): atol 1e-5, as `pretrain()`'s own test in
+  tests/test_sft_distributed.py (AdamW eps 1e-8 amplifies the round-off of the ranks' gradient
+  sums); the same settings hash; rank 0 evaluates and writes pretrain.json.
+- A pipeline pretrain (ddp) -> cot (rank 0) -> sft (ddp) -> eval (its batches split over the
+  ranks) on 2 ranks finishes, writes every done.json, and its eval stage stores the same
+  generations, byte for byte, and the same metrics as the 1-process pipeline. The 1-process
+  pipeline's SFT stage trains per_device_train_batch_size=4 and the 2-rank one 2 per rank (SFT's
+  batch is per process, as in TRL and transformers' Trainer): the same global batch. The models
+  behind the eval then differ by round-off (the pretrain and SFT gradient sums), which the
+  sampler does not see at these sizes; the eval's seeds are per batch, so the ranks draw what one
+  process draws.
+- Rerunning the finished 2-rank pipeline runs no stage, rewrites no done.json, and exits 0.
+
+Errors before any group is joined: WORLD_SIZE 2 with `--parallel none`, or a `--batch-size`
+that does not split over the ranks, is a one-line error naming the flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ranks import assert_weights_close, launch_ranks, wait_ranks
+from safetensors.torch import load_file
+
+from reasonlab.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+WORLD = 2
+PRETRAIN = [
+    *("--size", "tiny", "--problems", "20", "--attempts", "2", "--steps", "4"),
+    *("--batch-size", "4", "--lr", "1e-2", "--eval", "2", "--threads", "1"),
+]
+PIPELINE = """\
+out_dir: {out}
+num_threads: 1
+parallel: ddp
+stages:
+  - name: base
+    kind: pretrain
+    pretrain: {{size: tiny, problems: 16, attempts: 2, steps: 4, batch_size: 4, vocab_size: 512}}
+  - name: cot
+    kind: cot
+    cot: {{kind: long, n: 16, problems: 8}}
+  - name: sft
+    kind: sft
+    model: base
+    data: cot
+    sft:
+      recipe: {sft_recipe}
+      overrides: [training.max_steps=2, training.per_device_train_batch_size={per_device},
+                  training.learning_rate=1e-2, task.eval_examples=0, run.eval_steps=0,
+                  run.save_steps=0, run.num_threads=1, run.progress=false]
+  - name: eval
+    kind: eval
+    model: sft
+    eval: {{benchmarks: [countdown_demo], n: 2, limit: 4, batch_size: 2, max_new_tokens: 24}}
+"""
+STAGES = ("base", "cot", "sft", "eval")
+
+
+def _cli(*args: str) -> list[str]:
+    return ["-m", "reasonlab", *args]
+
+
+@pytest.mark.slow(seconds=40)
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_pretrain_on_two_ranks_trains_the_one_process_model(tmp_path, parallel):
+    two, one = tmp_path / "two", tmp_path / "one"
+    procs = launch_ranks(
+        lambda rank: _cli("pretrain", "--out", str(two), "--parallel", parallel, *PRETRAIN), WORLD
+    )
+    assert main(["pretrain", "--out", str(one), *PRETRAIN]) == 0  # meanwhile, one process
+    wait_ranks(procs)
+    a, b = (json.loads((run / "pretrain.json").read_text()) for run in (one, two))
+    assert a["settings_hash"] == b["settings_hash"]
+    assert b["processes"] == {"world_size": WORLD, "parallel": parallel}
+    assert a["train"]["tokens"] == b["train"]["tokens"]
+    assert b["train"]["losses"] == pytest.approx(a["train"]["losses"], rel=1e-5)
+    assert b["eval"]["examples"] == 2 and set(b["eval"]) == set(a["eval"])
+    w_one, w_two = (load_file(str(run / "model.safetensors")) for run in (one, two))
+    assert_weights_close(w_one, w_two, 1e-5, f"reasonlab pretrain --parallel {parallel}")
+    assert a["train"]["final_loss"] < a["train"]["first_loss"]  # it trained
+
+
+def _pipeline(tmp_path: Path, name: str, per_device: int) -> Path:
+    recipe = tmp_path / f"{name}.yaml"
+    out = tmp_path / name
+    sft_recipe = ROOT / "configs" / "sft_countdown_cpu.yaml"
+    recipe.write_text(PIPELINE.format(out=out, sft_recipe=sft_recipe, per_device=per_device))
+    return recipe
+
+
+@pytest.mark.slow(seconds=60)
+def test_pipeline_on_two_ranks_equals_one_process_and_a_rerun_does_nothing(tmp_path):
+    two, one = _pipeline(tmp_path, "two", 2), _pipeline(tmp_path, "one", 2 * WORLD)
+    procs = launch_ranks(lambda rank: _cli("pipeline", str(two)), WORLD)
+    assert main(["pipeline", str(one)]) == 0  # meanwhile, one process
+    outputs = wait_ranks(procs)
+    assert "pipeline done: 4 stages" in outputs[0]
+    assert "pipeline done" not in outputs[1]  # rank 0 reports
+    done = {s: json.loads((tmp_path / "two" / s / "done.json").read_text()) for s in STAGES}
+    assert [d["stage"] for d in done.values()] == list(STAGES)
+    assert done["sft"]["summary"]["steps"] == 2
+    # the eval: the same generations, byte for byte, and the same metrics as one process
+    gens = [tmp_path / run / "eval" / "countdown_demo.generations.jsonl" for run in ("one", "two")]
+    assert gens[1].read_text() == gens[0].read_text()
+    assert len(gens[1].read_text().splitlines()) == 4
+    assert not list((tmp_path / "two" / "eval").glob("*.rank*"))  # the shards were merged
+    assert (
+        done["eval"]["summary"]
+        == json.loads((tmp_path / "one" / "eval" / "done.json").read_text())["summary"]
+    )
+    metrics = [
+        json.loads((tmp_path / run / "eval" / "results.json").read_text())["benchmarks"][
+            "countdown_demo"
+        ]["metrics"]
+        for run in ("one", "two")
+    ]
+    assert metrics[1] == metrics[0]
+
+    # (c) rerun on two ranks: every stage is done earlier, nothing is written
+    stamps = {s: (tmp_path / "two" / s / "done.json").stat().st_mtime_ns for s in STAGES}
+    outputs = wait_ranks(launch_ranks(lambda rank: _cli("pipeline", str(two)), WORLD))
+    assert outputs[0].count("done earlier") == len(STAGES), outputs[0]
+    assert "running" not in outputs[0]
+    assert stamps == {s: (tmp_path / "two" / s / "done.json").stat().st_mtime_ns for s in STAGES}
+
+
+def _error(args: list[str], world: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *_cli(*args)], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_pretrain_under_torchrun_refuses_parallel_none_and_an_uneven_batch(tmp_path):
+    out = str(tmp_path / "base")
+    none = _error(["pretrain", "--out", out, *PRETRAIN], WORLD)
+    assert none.returncode == 2 and "Traceback" not in none.stderr
+    assert "--parallel is none but 2 processes were launched" in none.stderr
+    odd = _error(["pretrain", "--out", out, "--parallel", "ddp", *PRETRAIN, "--batch-size", "3"], 2)
+    assert odd.returncode == 2 and "Traceback" not in odd.stderr
+    assert "--batch-size=3 packed rows (the global batch) do not split evenly over 2" in odd.stderr
+    assert not (tmp_path / "base").exists()
