@@ -27,6 +27,23 @@ sampling) stops the pipeline after it, not with an error: `Pipeline.stopped` (an
 which stage kept how many of how many samples and what would keep more; the stage stays finished,
 so a rerun with a lower `min_rows` goes on from there.
 
+Under torchrun (`torchrun --nproc_per_node N -m reasonlab pipeline RECIPE.yaml parallel=ddp`)
+every process runs the pipeline with its `Dist` (`Pipeline(dist=)`):
+
+- pretrain, sft and rl stages train data parallel: pretrain stages with the recipe's `parallel`
+  (ddp or fsdp; `pretrain.batch_size` is the global batch), sft and rl stages with their
+  recipe's `model.parallel`, which the pipeline's `parallel` (when not none) sets before the
+  stage's overrides. `check_ranks` refuses a training stage left at none, or a batch that does
+  not split, before the first stage runs. Rank 0 saves the models.
+- sample and eval stages split their fixed generation batches over the ranks
+  (`reasonlab.eval.runner.generate_sharded`, each batch with the seed one process gives it, so
+  the stored generations are one process's); rank 0 then scores, selects and writes.
+- cot stages run on rank 0 alone.
+- Rank 0 reads each `done.json` and shares what it read, so every rank skips, resumes or runs a
+  stage alike; after a stage, rank 0's outputs and summary are shared with every rank (which
+  waits for all of them to finish it), rank 0 writes `done.json`, and no rank starts the next
+  stage before it is written.
+
 The seed papers' pipelines are recipes in `configs/pipelines/` (r1, r1_distill, sky_t1,
 demystify; a `_tiny` CPU variant of each).
 """

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORLD = 2
 PRETRAIN = [
     *("--size", "tiny", "--problems", "20", "--attempts", "2", "--steps", "4"),
-    *("--batch-size", "4", "--lr", "1e-2", "--eval", "2", "--threads", "1"),
+    *("--batch-size", "4", "--lr", "1e-2", "--eval", "1", "--threads", "1"),
 ]
 PIPELINE = """\
 out_dir: {out}
@@ -86,7 +86,7 @@ def test_pretrain_on_two_ranks_trains_the_one_process_model(tmp_path, parallel):
     assert b["processes"] == {"world_size": WORLD, "parallel": parallel}
     assert a["train"]["tokens"] == b["train"]["tokens"]
     assert b["train"]["losses"] == pytest.approx(a["train"]["losses"], rel=1e-5)
-    assert b["eval"]["examples"] == 2 and set(b["eval"]) == set(a["eval"])
+    assert b["eval"]["examples"] == 1 and set(b["eval"]) == set(a["eval"])
     w_one, w_two = (load_file(str(run / "model.safetensors")) for run in (one, two))
     assert_weights_close(w_one, w_two, 1e-5, f"reasonlab pretrain --parallel {parallel}")
     assert a["train"]["final_loss"] < a["train"]["first_loss"]  # it trained
@@ -152,3 +152,24 @@ def test_pretrain_under_torchrun_refuses_parallel_none_and_an_uneven_batch(tmp_p
     assert odd.returncode == 2 and "Traceback" not in odd.stderr
     assert "--batch-size=3 packed rows (the global batch) do not split evenly over 2" in odd.stderr
     assert not (tmp_path / "base").exists()
+
+
+def test_a_pipeline_under_torchrun_refuses_a_training_stage_left_on_one_process(tmp_path):
+    from reasonlab.parallel import Dist
+    from reasonlab.pipeline import Pipeline, PipelineError, load
+
+    recipe = _pipeline(tmp_path, "two", 2)
+    ranks = Dist(rank=0, world_size=WORLD)  # the checks run before any collective
+    with pytest.raises(PipelineError, match=r"stage 'base' \(pretrain\) under 2 processes: "):
+        Pipeline(load(recipe, ["parallel=none"]), dist=ranks).check_ranks()
+    # a stage's own model.parallel=none (after the pipeline's ddp) is named with its stage
+    config = load(recipe)
+    config.stages[2].sft.overrides.append("model.parallel=none")
+    with pytest.raises(PipelineError, match=r"stage 'sft' \(sft\).*model.parallel is none"):
+        Pipeline(config, dist=ranks).check_ranks()
+    odd = load(recipe, ["parallel=fsdp"])
+    odd.stages[0].pretrain.batch_size = 3
+    with pytest.raises(PipelineError, match=r"pretrain.batch_size=3 packed rows .* over 2"):
+        Pipeline(odd, dist=ranks).check_ranks()
+    Pipeline(load(recipe), dist=ranks).check_ranks()  # the recipe the 2-rank test runs
+    assert not (tmp_path / "two").exists()
