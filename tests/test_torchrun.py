@@ -16,6 +16,12 @@ launched with the environment torchrun sets (`ranks.launch_ranks`), each running
   process draws.
 - Rerunning the finished 2-rank pipeline runs no stage, rewrites no done.json, and exits 0.
 
+- `generate_sharded` (the sample and eval stages' generation) on 2 ranks: each rank generates its
+  contiguous run of batches, minus those already stored, and the merged store equals one
+  process's `generate`.
+
+Run as a script (`python tests/test_torchrun.py DIR`), this file is one rank of that last test.
+
 Errors before any group is joined: WORLD_SIZE 2 with `--parallel none`, or a `--batch-size`
 that does not split over the ranks, is a one-line error naming the flag.
 """
@@ -173,3 +179,78 @@ def test_a_pipeline_under_torchrun_refuses_a_training_stage_left_on_one_process(
         Pipeline(odd, dist=ranks).check_ranks()
     Pipeline(load(recipe), dist=ranks).check_ranks()  # the recipe the 2-rank test runs
     assert not (tmp_path / "two").exists()
+
+
+SHARD_BATCH = 3
+
+
+def _countdown_examples():
+    """10 Countdown problems (4 batches of 3, the last of 1), with test_eval's FakeEngine
+    (deterministic in seed, example and sample index) knowing their solutions."""
+    from test_eval import _SOLUTIONS, FakeEngine
+
+    from reasonlab import tasks
+
+    task = tasks.get("countdown")
+    examples = task.generate(n=10, seed=3, preset="cognitive")
+    for e in examples:
+        _SOLUTIONS[e.id] = e.meta["solution"]
+    return task, examples, FakeEngine
+
+
+def _shard_params():
+    from reasonlab.rollout.base import SamplingParams
+
+    return SamplingParams(n=2, temperature=1.0, max_new_tokens=32, seed=11)
+
+
+@pytest.mark.slow(seconds=15)
+def test_generate_sharded_splits_the_batches_and_stores_one_process_s_generations(tmp_path):
+    from reasonlab.eval.runner import generate
+    from reasonlab.eval.store import GenerationStore
+
+    task, examples, engine = _countdown_examples()
+    params = _shard_params()
+    expected = generate(engine(), task, examples, params, batch_size=SHARD_BATCH)
+    store = GenerationStore(tmp_path, "bench")
+    store.open({"n": 2})
+    store.append(expected[:SHARD_BATCH])  # the first batch is stored already (a resume)
+    wait_ranks(launch_ranks(lambda rank: [__file__, str(tmp_path)], WORLD))
+    seen = [json.loads((tmp_path / f"seen{r}.json").read_text()) for r in range(WORLD)]
+    ids = [e.id for e in examples]
+    assert seen[0] == ids[3:6]  # rank 0: batches 0 (stored) and 1
+    assert seen[1] == ids[6:10]  # rank 1: batches 2 and 3
+    merged = GenerationStore(tmp_path, "bench").load()
+    assert list(merged) == ids
+    assert list(merged.values()) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bench.generations.jsonl",
+        "bench.settings.json",
+        "seen0.json",
+        "seen1.json",
+    ]
+
+
+if __name__ == "__main__":  # one rank of the test above
+    from reasonlab.eval.runner import generate_sharded
+    from reasonlab.eval.store import GenerationStore
+    from reasonlab.parallel import Dist
+
+    dist = Dist.from_env()
+    out = Path(sys.argv[1])
+    try:
+        task, examples, engine_class = _countdown_examples()
+        engine = engine_class()
+        generate_sharded(
+            engine,
+            task,
+            examples,
+            _shard_params(),
+            store=GenerationStore(out, "bench"),
+            settings={"n": 2},
+            dist=dist,
+            batch_size=SHARD_BATCH,
+        )
+        (out / f"seen{dist.rank}.json").write_text(json.dumps(engine.prompts_seen))
+    finally:
+        dist.close()
