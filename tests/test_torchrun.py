@@ -7,7 +7,8 @@ launched with the environment torchrun sets (`ranks.launch_ranks`), each running
   tests/test_sft_distributed.py (AdamW eps 1e-8 amplifies the round-off of the ranks' gradient
   sums); the same settings hash; rank 0 evaluates and writes pretrain.json.
 - A pipeline pretrain (ddp) -> cot (rank 0) -> sft (ddp) -> eval (its batches split over the
-  ranks) on 2 ranks finishes, writes every done.json, and its eval stage stores the same
+  ranks) on 2 ranks finishes, writes every done.json, trains the 1-process pretrain and SFT
+  weights (atol 1e-5 and 5e-5), and its eval stage stores the same
   generations, byte for byte, and the same metrics as the 1-process pipeline. The 1-process
   pipeline's SFT stage trains per_device_train_batch_size=4 and the 2-rank one 2 per rank (SFT's
   batch is per process, as in TRL and transformers' Trainer): the same global batch. The models
@@ -115,6 +116,17 @@ def test_pipeline_on_two_ranks_equals_one_process_and_a_rerun_does_nothing(tmp_p
     done = {s: json.loads((tmp_path / "two" / s / "done.json").read_text()) for s in STAGES}
     assert [d["stage"] for d in done.values()] == list(STAGES)
     assert done["sft"]["summary"]["steps"] == 2
+    # the training stages trained one process's models: pretrain's within 1e-5 as above; SFT's
+    # AdamW (eps 1e-8) amplifies more round-off over its steps: 5e-5 (measured 7.1e-6 while the
+    # SFT moved the weights by 3.0e-3)
+    for stage, model, atol in (("base", "model", 1e-5), ("sft", "run/model", 5e-5)):
+        w_one, w_two = (
+            load_file(str(tmp_path / run / stage / model / "model.safetensors"))
+            for run in ("one", "two")
+        )
+        assert_weights_close(w_one, w_two, atol, f"pipeline stage {stage}")
+    w_base = load_file(str(tmp_path / "two" / "base" / "model" / "model.safetensors"))
+    assert any((w_two[k] - w_base[k]).abs().max() > 1e-3 for k in w_two)  # the SFT trained
     # the eval: the same generations, byte for byte, and the same metrics as one process
     gens = [tmp_path / run / "eval" / "countdown_demo.generations.jsonl" for run in ("one", "two")]
     assert gens[1].read_text() == gens[0].read_text()
