@@ -383,8 +383,9 @@ class Pipeline:
                     f"stage {stage.name!r} ({stage.kind}) under {world} processes: {err}"
                 ) from None
 
-    def _shared(self, value: Any) -> Any:
-        """Rank 0's `value` on every rank (a collective: every rank calls it, in step)."""
+    def shared(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (a collective under torchrun: every rank calls it, in
+        step; a stage runner uses it for what rank 0 decides from the files, e.g. a resume)."""
         return self.dist.all_gather_objects(value if self.dist.is_main else None)[0]
 
     def _run(self) -> dict[str, dict[str, str]]:
@@ -395,7 +396,7 @@ class Pipeline:
             digest = fingerprint(stage, inputs)
             header = f"[{i}/{len(self.config.stages)}] {stage.name} ({stage.kind})"
             # rank 0's reading of done.json decides for every rank: all skip or all run
-            record = self._shared(json.loads(done.read_text()) if done.is_file() else None)
+            record = self.shared(json.loads(done.read_text()) if done.is_file() else None)
             if record is not None:
                 if record.get("fingerprint") != digest:
                     raise PipelineError(
@@ -414,7 +415,7 @@ class Pipeline:
             if self.dist.is_main or stage.kind not in ONE_RANK:
                 result = RUNNERS[stage.kind](self, stage, inputs, self.stage_dir(stage))
             # every rank has finished the stage; rank 0's outputs and summary hold for all
-            outputs, summary = self._shared(result)
+            outputs, summary = self.shared(result)
             record = {
                 "stage": stage.name,
                 "kind": stage.kind,
@@ -616,7 +617,7 @@ def run_rl(
         extra.append(f"model.path={json.dumps(inputs['model'])}")
     config = stage_recipe(pipe, stage, extra)
     # an interrupted stage continues from its newest checkpoint (or starts over without one)
-    resume = pipe._shared((run_dir / "metrics.jsonl").exists())
+    resume = pipe.shared((run_dir / "metrics.jsonl").exists())
     trainer = Trainer(config, resume=resume, dist=pipe.dist)
     result = trainer.train()
     model = trainer.model
@@ -759,7 +760,7 @@ def run_sft(
             pipe.log(f"{stage.name}: starting over: {run_dir} was trained with other settings")
             shutil.rmtree(run_dir)
             resume = False
-    resume = pipe._shared(resume)  # rank 0 decided (and removed an obsolete run) for all
+    resume = pipe.shared(resume)  # rank 0 decided (and removed an obsolete run) for all
     try:
         result = SFTTrainer(config, resume=resume, log=pipe.log, dist=pipe.dist).train()
     except SFTError as err:
