@@ -27,6 +27,23 @@ sampling) stops the pipeline after it, not with an error: `Pipeline.stopped` (an
 which stage kept how many of how many samples and what would keep more; the stage stays finished,
 so a rerun with a lower `min_rows` goes on from there.
 
+Under torchrun (`torchrun --nproc_per_node N -m reasonlab pipeline RECIPE.yaml parallel=ddp`)
+every process runs the pipeline with its `Dist` (`Pipeline(dist=)`):
+
+- pretrain, sft and rl stages train data parallel: pretrain stages with the recipe's `parallel`
+  (ddp or fsdp; `pretrain.batch_size` is the global batch), sft and rl stages with their
+  recipe's `model.parallel`, which the pipeline's `parallel` (when not none) sets before the
+  stage's overrides. `check_ranks` refuses a training stage left at none, or a batch that does
+  not split, before the first stage runs. Rank 0 saves the models.
+- sample and eval stages split their fixed generation batches over the ranks
+  (`reasonlab.eval.runner.generate_sharded`, each batch with the seed one process gives it, so
+  the stored generations are one process's); rank 0 then scores, selects and writes.
+- cot stages run on rank 0 alone.
+- Rank 0 reads each `done.json` and shares what it read, so every rank skips, resumes or runs a
+  stage alike; after a stage, rank 0's outputs and summary are shared with every rank (which
+  waits for all of them to finish it), rank 0 writes `done.json`, and no rank starts the next
+  stage before it is written.
+
 The seed papers' pipelines are recipes in `configs/pipelines/` (r1, r1_distill, sky_t1,
 demystify; a `_tiny` CPU variant of each).
 """
@@ -41,10 +58,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from reasonlab.io import atomic_write_text
 from reasonlab.models.base_model import PretrainSettings
+
+if TYPE_CHECKING:
+    from reasonlab.parallel import Dist
 
 KINDS = ("pretrain", "cot", "sft", "sample", "rl", "eval")
 DONE = "done.json"
@@ -246,8 +266,18 @@ class PipelineConfig:
     num_threads: int | None = None
     """torch's intra-op threads for the pretrain, sample and eval stages (None: torch's default;
     an rl stage uses its recipe's run.num_threads)."""
+    parallel: str = "none"
+    """The training stages' data-parallel engine under torchrun, ddp or fsdp
+    (`reasonlab.parallel`): pretrain stages train with it; sft and rl stages get it as
+    `model.parallel`, after their recipe and before their own overrides (so a stage may set its
+    own). none: one process (sft and rl stages keep their recipes' model.parallel). Not part of
+    any stage's fingerprint: N processes train the model one process trains."""
 
     def validate(self) -> None:
+        from reasonlab.parallel import PARALLEL
+
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"parallel: {self.parallel!r} is not one of: {', '.join(PARALLEL)}")
         if not self.stages:
             raise ValueError("a pipeline needs at least one stage")
         seen: dict[str, str] = {}
@@ -282,9 +312,18 @@ class Pipeline:
     directory."""
 
     def __init__(
-        self, config: PipelineConfig, base: Path | None = None, log: Callable[[str], None] = print
+        self,
+        config: PipelineConfig,
+        base: Path | None = None,
+        log: Callable[[str], None] = print,
+        dist: Dist | None = None,
     ):
-        self.config, self.base, self.log = config, base, log
+        from reasonlab.parallel import Dist
+
+        self.dist = dist or Dist.single()
+        """This process's place in a torchrun group (see the module docstring)."""
+        self.config, self.base = config, base
+        self.log = log if self.dist.is_main else (lambda message: None)  # rank 0 says it
         self.out = Path(config.out_dir)
         self.outputs: dict[str, dict[str, str]] = {}
         self.stopped: str | None = None
@@ -301,15 +340,53 @@ class Pipeline:
         names = [s.name for s in self.config.stages]
         if name not in names:
             raise PipelineError(f"no stage {name!r}; stages: {', '.join(names)}")
-        for stage in self.config.stages[names.index(name) :]:
-            shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
+        if self.dist.is_main:
+            for stage in self.config.stages[names.index(name) :]:
+                shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
+        self.dist.barrier()  # no rank looks at a stage folder before it is gone
 
     def run(self) -> dict[str, dict[str, str]]:
         """Run every unfinished stage in order; returns each stage's outputs."""
         from reasonlab.threads import intra_op_threads
 
+        self.check_ranks()
         with intra_op_threads(self.config.num_threads):
             return self._run()
+
+    def check_ranks(self) -> None:
+        """Under torchrun (more than one process), before any stage runs: every training stage
+        must be data parallel (the pipeline's `parallel` for pretrain stages, the recipe's
+        model.parallel for sft and rl stages) and a pretrain stage's batch must split evenly
+        over the processes; PipelineError names the stage and the setting."""
+        from reasonlab.models.pretrain import check_data_parallel
+
+        world = self.dist.world_size
+        if world == 1:
+            return
+        for stage in self.config.stages:
+            try:
+                if stage.kind == "pretrain":
+                    fields = ("parallel", f"stage {stage.name!r}: pretrain.batch_size")
+                    batch = stage.settings().batch_size
+                    check_data_parallel(self.config.parallel, batch, world, fields)
+                elif (
+                    stage.kind in ("sft", "rl")
+                    and stage_recipe(self, stage, []).model.parallel == "none"
+                ):
+                    raise ValueError(
+                        f"its recipe's model.parallel is none but {world} processes were "
+                        "launched (torchrun): set the pipeline's parallel (parallel=ddp) or the "
+                        f"stage's model.parallel (in {stage.kind}.overrides) to ddp or fsdp"
+                    )
+            except ValueError as err:
+                raise PipelineError(
+                    f"stage {stage.name!r} ({stage.kind}) under {world} processes: {err}"
+                ) from None
+
+    def shared(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (a collective under torchrun: every rank calls it, in
+        step; a stage runner uses it for what rank 0 decides from the files, e.g. a resume)."""
+        return self.dist.all_gather_objects(value if self.dist.is_main else None)[0]
 
     def _run(self) -> dict[str, dict[str, str]]:
         self.stopped = None
@@ -318,8 +395,9 @@ class Pipeline:
             done = self.stage_dir(stage) / DONE
             digest = fingerprint(stage, inputs)
             header = f"[{i}/{len(self.config.stages)}] {stage.name} ({stage.kind})"
-            if done.is_file():
-                record = json.loads(done.read_text())
+            # rank 0's reading of done.json decides for every rank: all skip or all run
+            record = self.shared(json.loads(done.read_text()) if done.is_file() else None)
+            if record is not None:
                 if record.get("fingerprint") != digest:
                     raise PipelineError(
                         f"stage {stage.name!r} finished with other settings or inputs than the "
@@ -333,7 +411,11 @@ class Pipeline:
                 continue
             self.log(f"{header}: running")
             start = time.perf_counter()
-            outputs, summary = RUNNERS[stage.kind](self, stage, inputs, self.stage_dir(stage))
+            result: tuple[dict[str, str], dict[str, Any]] | None = None
+            if self.dist.is_main or stage.kind not in ONE_RANK:
+                result = RUNNERS[stage.kind](self, stage, inputs, self.stage_dir(stage))
+            # every rank has finished the stage; rank 0's outputs and summary hold for all
+            outputs, summary = self.shared(result)
             record = {
                 "stage": stage.name,
                 "kind": stage.kind,
@@ -343,7 +425,9 @@ class Pipeline:
                 "seconds": round(time.perf_counter() - start, 3),
                 "fingerprint": digest,
             }
-            atomic_write_text(done, json.dumps(record, indent=2, default=str) + "\n")
+            if self.dist.is_main:
+                atomic_write_text(done, json.dumps(record, indent=2, default=str) + "\n")
+            self.dist.barrier()  # no rank goes on before done.json is written
             self.outputs[stage.name] = outputs
             self.log(f"{header}: done in {record['seconds']:.0f}s, outputs {outputs}")
             if self._stop_after(stage, summary, i):
@@ -411,6 +495,8 @@ def run_pretrain(
         eval_examples=0,
         num_threads=pipe.config.num_threads,
         log=pipe.log,
+        parallel=pipe.config.parallel,
+        dist=pipe.dist,
     )
     summary = {"final_loss": record["train"].get("final_loss"), "corpus": record["corpus"]}
     return {"model": str(out / "model")}, summary
@@ -437,6 +523,7 @@ def run_sample(
     pipe: Pipeline, stage: StageConfig, inputs: dict[str, str], out: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
     from reasonlab import tasks
+    from reasonlab.eval.runner import generate_sharded
     from reasonlab.eval.store import SettingsMismatch
     from reasonlab.sft.sample import KeepRule, Sampler, problems_for
 
@@ -464,15 +551,28 @@ def run_sample(
         task, data, keep, settings, source=cfg.source, reward=cfg.reward, template=cfg.template
     )
     engine, tokenizer, params = _engine(inputs["model"], cfg)
-    try:
-        summary = sampler.run(
-            engine, examples, params, tokenizer=tokenizer, batch_size=cfg.batch_size
+    if pipe.dist.is_main:
+        try:
+            sampler.store.open(settings)
+        except SettingsMismatch:  # left by an earlier version of this stage (`--from`): obsolete
+            pipe.log(f"{stage.name}: replacing generations made with other settings")
+            sampler.store.open(settings, overwrite=True)
+    if pipe.dist.enabled:  # each rank samples its share of the batches; rank 0 selects
+        generate_sharded(
+            engine,
+            task,
+            examples,
+            params,
+            store=sampler.store,
+            settings=settings,
+            dist=pipe.dist,
+            template=cfg.template,
+            tokenizer=tokenizer,
+            batch_size=cfg.batch_size,
         )
-    except SettingsMismatch:  # left by an earlier version of this stage (`--from`): obsolete
-        pipe.log(f"{stage.name}: replacing generations made with other settings")
-        summary = sampler.run(
-            engine, examples, params, tokenizer=tokenizer, batch_size=cfg.batch_size, overwrite=True
-        )
+        if not pipe.dist.is_main:
+            return {}, {}
+    summary = sampler.run(engine, examples, params, tokenizer=tokenizer, batch_size=cfg.batch_size)
     pipe.log(
         f"kept {summary.kept}/{summary.samples} samples; pass@{summary.n} {summary.pass_at_n:.3f}"
     )
@@ -482,9 +582,10 @@ def run_sample(
 
 
 def stage_recipe(pipe: Pipeline, stage: StageConfig, extra: list[str]) -> Any:
-    """An rl or sft stage's recipe (`TrainConfig`, `SFTConfig`) with the stage's overrides, then
-    `extra` (what the pipeline sets: model.path, data, run.out_dir), checked before any model is
-    loaded; ConfigError names file:line or the override."""
+    """An rl or sft stage's recipe (`TrainConfig`, `SFTConfig`) with the pipeline's `parallel`
+    (when not none, as model.parallel), the stage's overrides, then `extra` (what the pipeline
+    sets: model.path, data, run.out_dir), checked before any model is loaded; ConfigError names
+    file:line or the override."""
     from reasonlab.config import load_config
     from reasonlab.rl.config import TrainConfig
     from reasonlab.sft.config import SFTConfig
@@ -492,12 +593,14 @@ def stage_recipe(pipe: Pipeline, stage: StageConfig, extra: list[str]) -> Any:
     cfg: TrainStage = stage.settings()
     recipe = pipe.path(cfg.recipe, what=f"stage {stage.name!r} {stage.kind}.recipe")
     cls = {"rl": TrainConfig, "sft": SFTConfig}[stage.kind]
-    overrides = [*cfg.overrides, *extra]
+    parallel = pipe.config.parallel
+    overrides = [*([f"model.parallel={parallel}"] if parallel != "none" else []), *cfg.overrides]
+    overrides += extra
     config = load_config(cls, recipe, overrides)
     if stage.kind == "rl":  # names (rewards, estimators, tasks) against their registries
         from reasonlab.rl.config import validate
 
-        validate(config, source=str(recipe), overrides=overrides)
+        validate(config, pipe.dist.world_size, source=str(recipe), overrides=overrides)
     return config
 
 
@@ -505,6 +608,7 @@ def run_rl(
     pipe: Pipeline, stage: StageConfig, inputs: dict[str, str], out: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
     from reasonlab import models
+    from reasonlab.parallel import full_state_dict, is_sharded
     from reasonlab.rl.trainer import Trainer
 
     run_dir = out / "run"
@@ -513,10 +617,14 @@ def run_rl(
         extra.append(f"model.path={json.dumps(inputs['model'])}")
     config = stage_recipe(pipe, stage, extra)
     # an interrupted stage continues from its newest checkpoint (or starts over without one)
-    resume = (run_dir / "metrics.jsonl").exists()
-    trainer = Trainer(config, resume=resume)
+    resume = pipe.shared((run_dir / "metrics.jsonl").exists())
+    trainer = Trainer(config, resume=resume, dist=pipe.dist)
     result = trainer.train()
-    models.save(trainer.model, trainer.tokenizer, out / "model")
+    model = trainer.model
+    full = full_state_dict(model, rank0_only=True) if is_sharded(model) else None  # collective
+    if not pipe.dist.is_main:
+        return {}, {}
+    models.save(model, trainer.tokenizer, out / "model", full)
     summary = {
         "steps": result["steps"],
         "final": result["final"],
@@ -529,7 +637,7 @@ def run_eval(
     pipe: Pipeline, stage: StageConfig, inputs: dict[str, str], out: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
     from reasonlab.eval import benchmarks, report
-    from reasonlab.eval.runner import evaluate
+    from reasonlab.eval.runner import evaluate, generate_sharded
     from reasonlab.eval.store import GenerationStore, SettingsMismatch
 
     cfg: EvalStage = stage.settings()
@@ -545,15 +653,32 @@ def run_eval(
             **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "benchmarks"},
         }
         store = GenerationStore(out, bench.name)
-        try:
-            store.open(settings)
-        except SettingsMismatch:  # left by an earlier version of this stage (`--from`): obsolete
-            pipe.log(f"{stage.name}: replacing {bench.name} generations made with other settings")
-            store.open(settings, overwrite=True)
+        if pipe.dist.is_main:
+            try:
+                store.open(settings)
+            except SettingsMismatch:  # left by an earlier version of this stage (`--from`)
+                pipe.log(f"{stage.name}: replacing {bench.name} generations with other settings")
+                store.open(settings, overwrite=True)
+        examples = bench.load(limit=cfg.limit, task=task)
+        if pipe.dist.enabled:  # each rank samples its share of the batches; rank 0 scores
+            generate_sharded(
+                engine,
+                task,
+                examples,
+                params,
+                store=store,
+                settings=settings,
+                dist=pipe.dist,
+                template=template,
+                tokenizer=tokenizer,
+                batch_size=cfg.batch_size,
+            )
+            if not pipe.dist.is_main:
+                continue
         result = evaluate(
             engine,
             task,
-            bench.load(limit=cfg.limit, task=task),
+            examples,
             params,
             template=template,
             tokenizer=tokenizer,
@@ -568,6 +693,8 @@ def run_eval(
             f"{bench.name}: "
             + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if "@" in k)
         )
+    if not pipe.dist.is_main:
+        return {}, {}
     report.write_results(out, results)
     summary = {r.benchmark: {k: v for k, v in r.metrics.items() if "@" in k} for r in results}
     return {"results": str(out / report.RESULTS_JSON)}, summary
@@ -625,16 +752,21 @@ def run_sft(
         f"run.out_dir={json.dumps(str(run_dir))}",
     ]
     config = stage_recipe(pipe, stage, extra)
-    resume = (run_dir / "metrics.jsonl").exists()
-    if resume and (run_dir / "config.yaml").read_text() != config_to_yaml(config):
-        # left by an earlier version of this stage (`--from` after a change): obsolete
-        pipe.log(f"{stage.name}: starting over: {run_dir} was trained with other settings")
-        shutil.rmtree(run_dir)
-        resume = False
+    resume = False
+    if pipe.dist.is_main and (run_dir / "metrics.jsonl").exists():
+        resume = True
+        if (run_dir / "config.yaml").read_text() != config_to_yaml(config):
+            # left by an earlier version of this stage (`--from` after a change): obsolete
+            pipe.log(f"{stage.name}: starting over: {run_dir} was trained with other settings")
+            shutil.rmtree(run_dir)
+            resume = False
+    resume = pipe.shared(resume)  # rank 0 decided (and removed an obsolete run) for all
     try:
-        result = SFTTrainer(config, resume=resume, log=pipe.log).train()
+        result = SFTTrainer(config, resume=resume, log=pipe.log, dist=pipe.dist).train()
     except SFTError as err:
         raise PipelineError(f"stage {stage.name!r}: {err}") from None
+    if not pipe.dist.is_main:
+        return {}, {}
     summary = {
         "steps": result["steps"],
         "final": result["final"],
@@ -643,6 +775,10 @@ def run_sft(
         "data": result["data"],
     }
     return {"model": result["model"], "run": str(run_dir)}, summary
+
+
+ONE_RANK = ("cot",)
+"""Stage kinds that run on rank 0 alone under torchrun (the other ranks wait for them)."""
 
 
 RUNNERS: dict[str, Callable[..., tuple[dict[str, str], dict[str, Any]]]] = {

@@ -42,11 +42,15 @@ def launch_ranks(argv: Callable[[int], list[str]], world: int) -> list[subproces
     return procs
 
 
-def wait_ranks(procs: list[subprocess.Popen], timeout: float = 300) -> None:
-    """Wait for every rank; fail with its output when one exits with an error."""
+def wait_ranks(procs: list[subprocess.Popen], timeout: float = 300) -> list[str]:
+    """Wait for every rank; fail with its output when one exits with an error. Returns each
+    rank's output (stdout and stderr)."""
+    outputs = []
     for rank, proc in enumerate(procs):
         output, _ = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, f"rank {rank} exited {proc.returncode}:\n{output}"
+        outputs.append(output)
+    return outputs
 
 
 def kill_when_waiting(procs: list[subprocess.Popen], run: Path, timeout: float = 600) -> None:

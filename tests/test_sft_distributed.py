@@ -2,7 +2,7 @@
 processes launched as torchrun would): a 2-process run is the 1-process run on the combined batch,
 and a 2-process run killed (SIGKILL) after a checkpoint and resumed by two new processes ends with
 the uninterrupted run's weights. Pretraining (`models.pretrain.pretrain`, the same step and row
-stream) with shared-prompt packing: 2 processes == 1 process with twice the batch.
+stream) with shared-prompt packing: 2 processes == 1 process with the same (global) batch_size.
 
 The recipe exercises what the equivalence needs: samples of different lengths packed into rows
 (`data.packing`) with the loss on completions only, so the two ranks' shares of a micro-batch hold
@@ -186,7 +186,7 @@ def pretrain_run(root: Path, out: Path, parallel: str, batch_size: int, dist: Di
 
 @pytest.mark.slow(seconds=40)
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_pretraining_on_two_ranks_equals_one_process_with_twice_the_batch(tmp_path, parallel):
+def test_pretraining_on_two_ranks_equals_one_process_with_the_same_global_batch(tmp_path, parallel):
     write_inputs(tmp_path)
     two, one = tmp_path / "two", tmp_path / "one"
     procs = launch_ranks(lambda rank: [__file__, str(tmp_path), parallel, f"pretrain={two}"], WORLD)
@@ -222,7 +222,7 @@ if __name__ == "__main__":  # one rank of the test above
         for job in sys.argv[3:]:
             kind, out_dir = job.split("=", 1)
             if kind == "pretrain":
-                pretrain_run(root, Path(out_dir), parallel, PER_RANK, dist)
+                pretrain_run(root, Path(out_dir), parallel, PER_RANK * WORLD, dist)  # global
                 continue
             cfg = config(root, Path(out_dir), parallel, PER_RANK)
             trainer = SFTTrainer(cfg, resume=kind == "resume", dist=dist)

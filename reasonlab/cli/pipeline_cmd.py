@@ -2,6 +2,13 @@
 
 Thin over `reasonlab.pipeline`: each stage writes into OUT/<name>/ and marks itself done with
 OUT/<name>/done.json; a rerun skips finished stages and resumes the first unfinished one.
+
+Under torchrun every process runs the pipeline: pretrain, sft and rl stages train data parallel
+(the recipe's `parallel` for pretrain stages, each stage recipe's `model.parallel` for sft and rl:
+ddp or fsdp), sample and eval stages split their generation batches over the processes (the
+same generations as one process), cot stages run on rank 0; rank 0 writes every done.json:
+
+    torchrun --nproc_per_node 2 -m reasonlab pipeline configs/pipelines/r1_tiny.yaml parallel=ddp
 """
 
 from __future__ import annotations
@@ -69,13 +76,20 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(config_to_yaml(config), end="")
         return 0
-    pipeline = Pipeline(config, base=Path(recipes[0]).resolve().parent)
+    from reasonlab.parallel import Dist
+
+    dist = Dist.from_env()  # one process, or this rank of a torchrun group
+    pipeline = Pipeline(config, base=Path(recipes[0]).resolve().parent, dist=dist)
     try:
         if args.start:
             pipeline.restart_from(args.start)
         outputs = pipeline.run()
     except (PipelineError, ConfigError, DataError, FileExistsError) as err:
         raise CLIError(str(err)) from None
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     if pipeline.stopped:  # a stage yielded too little data: said, and not an error
         print(f"pipeline stopped early in {config.out_dir}: {pipeline.stopped}")
         return 0

@@ -4,12 +4,21 @@ The CLI of `reasonlab.models.base_model.pretrain_base`: builds the task's synthe
 attempts, a BPE tokenizer and a tiny Llama-architecture model, pretrains it, evaluates it on
 held-out problems and saves DIR as a standard Hugging Face folder plus `pretrain.json`. A DIR whose
 `pretrain.json` has the same settings hash is reused as it is.
+
+Data parallel under torchrun (`--parallel ddp` or `fsdp`, `reasonlab.parallel`): every process
+builds the same corpus, tokenizer and initial weights and trains on its share of each step's
+`--batch-size` rows, the global batch (it must split evenly over the processes), so N processes
+train the model one process trains with the same settings, and the settings hash does not depend
+on N. Rank 0 alone evaluates on the held-out problems and writes DIR and `pretrain.json`:
+
+    torchrun --nproc_per_node 2 -m reasonlab pretrain --out runs/base --parallel ddp --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="numbers: whole numbers as tokens; compact: one digit per token (llama only)",
     )
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="packed rows per step")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="packed rows per step: the global batch, split evenly over torchrun's processes",
+    )
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="tokens per packed row")
     p.add_argument(
@@ -63,7 +77,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="corpus AttemptStyle field, e.g. give_up_rate=0.5 mistake_rate=0.05 max_tries=6",
     )
-    p.add_argument("--eval", type=int, default=100, help="held-out problems to evaluate (0: none)")
+    p.add_argument(
+        "--eval",
+        type=int,
+        default=100,
+        help="held-out problems to evaluate, by rank 0 under torchrun (0: none)",
+    )
+    p.add_argument(
+        "--parallel",
+        default="none",
+        help="data-parallel engine under torchrun: ddp or fsdp (reasonlab.parallel); none: one "
+        "process",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--force", action="store_true", help="retrain even if DIR has these settings")
     p.set_defaults(func=run)
@@ -102,11 +127,30 @@ def run(args: argparse.Namespace) -> int:
         packing=args.packing,
         seed=args.seed,
     )
+    from reasonlab.models.pretrain import check_data_parallel
+    from reasonlab.parallel import Dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before joining a group
     try:
         settings.attempt_style()  # validate before anything heavy
-        pretrain_base(
-            settings, args.out, force=args.force, eval_examples=args.eval, num_threads=args.threads
+        check_data_parallel(
+            args.parallel, settings.batch_size, world, fields=("--parallel", "--batch-size")
         )
     except ValueError as err:
         raise CLIError(str(err)) from None
+    dist = Dist.from_env()  # one process, or this rank of a torchrun group
+    try:
+        pretrain_base(
+            settings,
+            args.out,
+            force=args.force,
+            eval_examples=args.eval,
+            num_threads=args.threads,
+            parallel=args.parallel,
+            dist=dist,
+        )
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    finally:
+        dist.close()
     return 0

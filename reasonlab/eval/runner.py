@@ -11,6 +11,8 @@ Determinism: examples are cut into fixed batches of `batch_size` by position, an
 with seed `params.seed + b * batch_size` (its first example's index), so a resumed run draws what
 the uninterrupted run would have drawn (given the same batch size) and a larger `--limit` extends
 an earlier run without changing it. With `params.seed=None` the engine's own generator is used.
+`generate_sharded` splits the batches over the ranks of a torchrun group, each batch drawn as
+one process draws it (the pipeline's sample and eval stages under torchrun).
 
 Verification uses `task.verify_batch(texts, examples)` when the task has it (a process pool for
 math), else `task.verify` per completion; the answer each completion votes for is
@@ -23,13 +25,16 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasonlab.eval.metrics import SampleSet, cluster_answers, summarize, summarize_groups
-from reasonlab.eval.store import GenerationStore
+from reasonlab.eval.store import GenerationStore, SettingsMismatch
 from reasonlab.records import Example, Verdict
 from reasonlab.rollout.base import Prompt, RolloutEngine, SamplingParams
 from reasonlab.tasks.base import Task, verify_all
+
+if TYPE_CHECKING:
+    from reasonlab.parallel import Dist
 
 Progress = Callable[[int, int], None]
 """Called with (examples done, examples in all) after each batch."""
@@ -152,6 +157,72 @@ def generate(
         if progress is not None:
             progress(min(start + batch_size, len(examples)), len(examples))
     return [done[e.id] for e in examples]
+
+
+def generate_sharded(
+    engine: RolloutEngine,
+    task: Task,
+    examples: Sequence[Example],
+    params: SamplingParams,
+    *,
+    store: GenerationStore,
+    settings: dict[str, Any],
+    dist: Dist,
+    template: str = "r1-zero",
+    tokenizer: Any = None,
+    batch_size: int = 8,
+) -> None:
+    """Data-parallel `generate` into `store` (a collective: every rank of `dist` calls it).
+
+    The fixed batches of `batch_size` examples are split over the ranks, a contiguous run of
+    whole batches each (`Dist.local_slice`); batch b samples with the seed one process gives it
+    (`params.seed + b * batch_size`), so the generations equal one process's. Rank 0 opens `store`
+    for `settings` (the caller has handled `SettingsMismatch`); each rank then generates its
+    batches that `store` lacks into its own shard, `<name>.rank<R>` beside it (kept until merged,
+    so an interrupted run resumes there); after a barrier rank 0 appends the shards' records to
+    `store` in example order and removes them. Afterwards `generate` (or `Sampler.run`) on rank 0
+    over `store` finds every example stored and only reads and scores.
+    """
+    if dist.is_main:
+        store.open(settings)
+    dist.barrier()  # rank 0 has opened (or reset) the store before any rank reads it
+    done = GenerationStore(store.directory, store.name).load()
+    shard = GenerationStore(store.directory, f"{store.name}.rank{dist.rank}")
+    try:
+        shard.open(settings)
+    except SettingsMismatch:  # left by another version of the run: obsolete
+        shard.open(settings, overwrite=True)
+    starts = list(range(0, len(examples), batch_size))
+    for start in starts[dist.local_slice(len(starts), even=False)]:
+        batch = examples[start : start + batch_size]
+        if all(e.id in done for e in batch):
+            continue
+        seed = None if params.seed is None else params.seed + start  # as `generate` seeds it
+        generate(
+            engine,
+            task,
+            batch,
+            dataclasses.replace(params, seed=seed),
+            template=template,
+            tokenizer=tokenizer,
+            batch_size=len(batch),
+            store=shard,
+        )
+    dist.barrier()  # every shard is written
+    if dist.is_main:
+        shards = [
+            GenerationStore(store.directory, f"{store.name}.rank{r}")
+            for r in range(dist.world_size)
+        ]
+        found: dict[str, dict[str, Any]] = {}
+        for part in shards:
+            found.update(part.load())
+        new = [found[e.id] for e in examples if e.id not in done and e.id in found]
+        if new:
+            store.append(new)
+        for part in shards:
+            part.path.unlink(missing_ok=True)
+            part.settings_path.unlink(missing_ok=True)
 
 
 def extract_answers(

@@ -17,9 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasonlab.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from reasonlab.parallel import Dist
 
 CORPUS_VERSION = 3
 """Bumped when the corpus text changes, so that cached base models are rebuilt."""
@@ -58,7 +61,8 @@ class PretrainSettings:
     steps: int = 1200
     """Optimiser steps."""
     batch_size: int = 8
-    """Packed rows of `seq_len` tokens per step."""
+    """Packed rows of `seq_len` tokens per step: the global batch, whatever the number of
+    processes (under torchrun each trains on batch_size / world_size of them)."""
     lr: float = 3e-3
     """Peak learning rate (AdamW, warm-up then cosine)."""
     seq_len: int = 256
@@ -147,25 +151,41 @@ def pretrain_base(
     eval_examples: int = 100,
     num_threads: int | None = None,
     log: Callable[[str], None] = print,
+    parallel: str = "none",
+    dist: Dist | None = None,
 ) -> dict[str, Any]:
     """Build, train, evaluate and save the base model in `out`; returns its `pretrain.json`.
 
     When `out/pretrain.json` already has these settings' hash (and `force` is False), nothing is
     trained and the stored record is returned.
-    """
-    from reasonlab import models, tasks
-    from reasonlab.eval.runner import greedy_and_sampled
-    from reasonlab.models import pretrain, tiny
-    from reasonlab.rollout import get_engine
-    from reasonlab.tasks import split
 
+    Data parallel under torchrun (`parallel` ddp or fsdp, `dist` this process's group, see
+    `reasonlab.models.pretrain.pretrain`): every rank builds the same corpus, tokenizer and
+    initial weights and trains on its share of each step's `settings.batch_size` rows (the global
+    batch, so the settings hash does not depend on the number of processes). Rank 0 alone
+    evaluates, saves the folder and writes `pretrain.json` (under fsdp from the weights gathered
+    off the shards, and evaluates on that folder reloaded); the others wait and return rank 0's
+    record. Whether the folder is reused is rank 0's decision, shared with every rank.
+    """
+    from reasonlab import models
+    from reasonlab.models import pretrain, tiny
+    from reasonlab.parallel import Dist, full_state_dict, is_sharded
+
+    dist = dist or Dist.single()
+    pretrain.check_data_parallel(parallel, settings.batch_size, dist.world_size)
+    if not dist.is_main:
+        log = lambda message: None  # noqa: E731 - rank 0 says it once
     digest = settings.digest()
     record_path = out / "pretrain.json"
+    reused = None
     if not force and record_path.is_file() and (out / "config.json").is_file():
         record = json.loads(record_path.read_text())
         if record.get("settings_hash") == digest:
-            log(f"reusing the base model in {out} (settings hash {digest})")
-            return record
+            reused = record
+    reused = dist.all_gather_objects(reused)[0]  # rank 0's view, so no rank trains alone
+    if reused is not None:
+        log(f"reusing the base model in {out} (settings hash {digest})")
+        return reused
     start = time.perf_counter()
     pairs, corpus_info, _ = build_corpus(settings)
     log(
@@ -208,29 +228,78 @@ def pretrain_base(
         packing=settings.packing,
         num_threads=num_threads,
         callback=show,
+        parallel=parallel,
+        dist=dist,
     )
     log(
         f"trained {settings.steps} steps in {stats['seconds']:.0f}s, final loss {stats['final_loss']:.4f}"
     )
-    evaluation = None
-    if eval_examples > 0:
-        task = tasks.get(settings.task)
-        held = split.problems(
-            task, eval_examples, seed=settings.seed + 1, held_out=True, **settings.params
-        )
-        results = greedy_and_sampled(
-            get_engine("hf", model=model, tokenizer=tokenizer),
-            task,
-            held,
-            template=settings.template,
-            max_new_tokens=completion_tokens + 16,
-        )
-        evaluation = {"examples": len(held), **{k: r.headline() for k, r in results.items()}}
-        log(
-            f"held-out accuracy on {len(held)} problems: {evaluation['sampled']['accuracy']:.1%} "
-            f"sampled (T=1), {evaluation['greedy']['accuracy']:.1%} greedy"
-        )
-    record = {
+    sharded = is_sharded(model)
+    full = full_state_dict(model, rank0_only=True) if sharded else None  # a collective
+    record = None
+    if dist.is_main:
+        models.save(model, tokenizer, out, full)  # without pretrain.json: not reused yet
+        if sharded:  # generation needs whole weights: the saved folder, reloaded
+            model, tokenizer = models.load(out, dtype="float32")
+        evaluation = None
+        if eval_examples > 0:
+            evaluation = _evaluate(
+                settings, model, tokenizer, eval_examples, completion_tokens, log
+            )
+        record = _record(settings, digest, corpus_info, completion_tokens, stats, evaluation)
+        record["seconds"] = time.perf_counter() - start
+        record["num_threads"] = num_threads
+        record["processes"] = {"world_size": dist.world_size, "parallel": parallel}
+        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        log(f"saved {out} ({record['seconds']:.0f}s in all)")
+    return dist.all_gather_objects(record)[0]  # every rank waits for rank 0's folder
+
+
+def _evaluate(
+    settings: PretrainSettings,
+    model: Any,
+    tokenizer: Any,
+    eval_examples: int,
+    completion_tokens: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Greedy and sampled accuracy on `eval_examples` held-out problems."""
+    from reasonlab import tasks
+    from reasonlab.eval.runner import greedy_and_sampled
+    from reasonlab.rollout import get_engine
+    from reasonlab.tasks import split
+
+    task = tasks.get(settings.task)
+    held = split.problems(
+        task, eval_examples, seed=settings.seed + 1, held_out=True, **settings.params
+    )
+    results = greedy_and_sampled(
+        get_engine("hf", model=model, tokenizer=tokenizer),
+        task,
+        held,
+        template=settings.template,
+        max_new_tokens=completion_tokens + 16,
+    )
+    evaluation = {"examples": len(held), **{k: r.headline() for k, r in results.items()}}
+    log(
+        f"held-out accuracy on {len(held)} problems: {evaluation['sampled']['accuracy']:.1%} "
+        f"sampled (T=1), {evaluation['greedy']['accuracy']:.1%} greedy"
+    )
+    return evaluation
+
+
+def _record(
+    settings: PretrainSettings,
+    digest: str,
+    corpus_info: dict[str, Any],
+    completion_tokens: int,
+    stats: dict[str, Any],
+    evaluation: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """`pretrain.json` but its timing and process fields."""
+    from reasonlab.tasks import split
+
+    return {
         "settings": asdict(settings),
         "settings_hash": digest,
         "corpus": corpus_info,
@@ -241,10 +310,4 @@ def pretrain_base(
         },
         "train": {k: v for k, v in stats.items()},
         "eval": evaluation,
-        "seconds": time.perf_counter() - start,
-        "num_threads": num_threads,
     }
-    models.save(model, tokenizer, out)
-    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-    log(f"saved {out} ({record['seconds']:.0f}s in all)")
-    return record

@@ -459,6 +459,33 @@ def supervised_step(
     return {"loss": loss_value, "grad_norm": grad_norm, "tokens": total, "lr": lr}
 
 
+def check_data_parallel(
+    parallel: str,
+    batch_size: int,
+    world_size: int,
+    fields: tuple[str, str] = ("parallel", "batch_size"),
+) -> None:
+    """ValueError naming the setting (`fields`: how the caller names parallel and batch_size)
+    when `world_size` processes cannot pretrain with `parallel` and a global batch of
+    `batch_size` rows: an unknown engine, a torchrun group with parallel none, or a batch that
+    does not split evenly over the processes."""
+    from reasonlab.parallel import PARALLEL
+
+    name, batch = fields
+    if parallel not in PARALLEL:
+        raise ValueError(f"{name}: {parallel!r} is not one of: {', '.join(PARALLEL)}")
+    if world_size > 1 and parallel == "none":
+        raise ValueError(
+            f"{name} is none but {world_size} processes were launched (torchrun): set it to ddp "
+            "or fsdp"
+        )
+    if batch_size % world_size:
+        raise ValueError(
+            f"{batch}={batch_size} packed rows (the global batch) do not split evenly over "
+            f"{world_size} processes; use a multiple of {world_size}"
+        )
+
+
 def pretrain(
     samples: Sequence[Sample],
     tokenizer: Any,
@@ -491,11 +518,13 @@ def pretrain(
     epochs, num_params, cut_samples.
 
     Data parallel under torchrun, as SFT (`parallel` ddp or fsdp, `reasonlab.parallel.wrap_model`;
-    `dist` this process's group): every rank reads the same stream and trains on its
-    `batch_size` rows of each step's `batch_size * world_size`, with the global token-mean loss of
-    `supervised_step`: W ranks make the steps of one process with W times the batch. The losses,
-    tokens and tokens_per_s returned are global; callback runs on rank 0 only. Under fsdp the model
-    is left sharded: gather its weights with `reasonlab.parallel.full_state_dict` (every rank).
+    `dist` this process's group): `batch_size` stays the global batch, so the settings that make
+    a model do not depend on the number of processes. Every rank reads the same stream and trains
+    on its `batch_size / world_size` rows of each step's `batch_size` (which must divide evenly),
+    with the global token-mean loss of `supervised_step`: W ranks make the steps of one process.
+    The losses, tokens and tokens_per_s returned are global; callback runs on rank 0 only. Under
+    fsdp the model is left sharded: gather its weights with `reasonlab.parallel.full_state_dict`
+    (every rank).
     """
     from reasonlab.optim import adamw, scheduler
     from reasonlab.threads import intra_op_threads
@@ -525,11 +554,7 @@ def pretrain(
             for s in samples
         ]
     dist = dist or Dist.single()
-    if dist.enabled and parallel == "none":
-        raise ValueError(
-            f"parallel is none but {dist.world_size} processes were launched (torchrun): set it to "
-            "ddp or fsdp"
-        )
+    check_data_parallel(parallel, batch_size, dist.world_size)
     wrapped = wrap_model(model, parallel=parallel)  # before the optimiser: fsdp makes shards
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -547,9 +572,9 @@ def pretrain(
     stream = RowStream(
         data, seq_len, pad_id, seed=seed, packing=packing, prompt_lengths=prompt_lengths
     )
-    if dist.enabled and len(stream) < batch_size * dist.world_size:
+    if dist.enabled and len(stream) < batch_size:
         raise ValueError(
-            f"batch_size={batch_size} x {dist.world_size} processes but the samples make only "
+            f"batch_size={batch_size} (over {dist.world_size} processes) but the samples make only "
             f"{len(stream)} rows of seq_len={seq_len}; lower batch_size"
         )
     start = last_log = time.perf_counter()
@@ -561,7 +586,7 @@ def pretrain(
                     model,
                     optimizer,
                     schedule,
-                    [stream.take(batch_size * dist.world_size, dist)],
+                    [stream.take(batch_size, dist)],
                     max_grad_norm=grad_clip,
                     wrapped=wrapped,
                     dist=dist,
@@ -578,7 +603,6 @@ def pretrain(
                         "lr": schedule.get_last_lr()[0],
                         "tokens_per_s": (step + 1 - steps_at_log)
                         * batch_size
-                        * dist.world_size
                         * seq_len
                         / max(now - last_log, 1e-9),
                         "seconds": now - start,
@@ -616,6 +640,7 @@ __all__ = [
     "pack_shared",
     "pad",
     "predicted_logits",
+    "check_data_parallel",
     "pretrain",
     "shared_prompt_mask",
     "supervised_step",
