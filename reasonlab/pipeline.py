@@ -508,7 +508,8 @@ def _engine(model_dir: str, cfg: SampleStage | EvalStage) -> tuple[Any, Any, Any
     from reasonlab.rollout import get_engine
     from reasonlab.rollout.base import SamplingParams
 
-    model, tokenizer = models.load(model_dir)
+    # on the GPU when there is one (under torchrun this rank's, set by Dist.from_env)
+    model, tokenizer = models.load(model_dir, device=str(models.resolve_device("auto")))
     params = SamplingParams(
         n=cfg.n,
         temperature=cfg.temperature,

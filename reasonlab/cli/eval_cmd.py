@@ -219,12 +219,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_engine(args: argparse.Namespace) -> tuple[Any, Any]:
-    import torch
 
     from reasonlab import models
     from reasonlab.rollout import get_engine
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(models.resolve_device(args.device))
     try:
         model, tokenizer = models.load(args.model, dtype=args.dtype, device=device)
     except (FileNotFoundError, ValueError) as err:

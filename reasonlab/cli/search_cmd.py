@@ -105,7 +105,6 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from reasonlab import models
     from reasonlab.eval import benchmarks
@@ -144,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(models.resolve_device(args.device))
     try:
         prm = load_prm(
             args.prm,

@@ -29,6 +29,14 @@ DTYPES: dict[str, Any] = {
 }
 
 
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """`name` as a torch device; "auto" (or None): cuda when available (the process's current
+    GPU, which `reasonlab.parallel.Dist.from_env` sets to LOCAL_RANK under torchrun), else cpu."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def load(path: str | os.PathLike, dtype: str = "auto", device: str = "cpu") -> tuple[Any, Any]:
     """Load `(model, tokenizer)` from a local Hugging Face folder (never from the hub).
 

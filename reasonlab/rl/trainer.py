@@ -73,7 +73,7 @@ import torch
 from reasonlab.analysis.dynamics import step_metrics
 from reasonlab.eval import runner as eval_runner
 from reasonlab.io import read_run_file, start_run_dir, truncate_run_file
-from reasonlab.models import enable_gradient_checkpointing
+from reasonlab.models import enable_gradient_checkpointing, resolve_device
 from reasonlab.optim import lr_factor
 from reasonlab.parallel import add_lora, full_state_dict, wrap_model
 from reasonlab.records import Example, Scored
@@ -134,12 +134,6 @@ def build_scorer(cfg: Any, extra: Sequence[RewardTerm] = ()) -> Any:
 
 
 # ----------------------------------------------------------------------------- models
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_tiny_tokenizer(task: Any, cfg: TrainConfig) -> Any:

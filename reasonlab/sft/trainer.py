@@ -202,11 +202,7 @@ class SFTTrainer:
             raise SFTError(f"no training rows left after the held-out audit: {self.data_counts}")
 
         # model, tokenizer, samples
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu")
-            if cfg.model.device == "auto"
-            else cfg.model.device
-        )
+        self.device = models.resolve_device(cfg.model.device)
         if model is None:
             model, tokenizer = models.load(cfg.model.path, dtype="float32")
         elif tokenizer is None:
