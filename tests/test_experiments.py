@@ -429,3 +429,31 @@ def test_jobs_share_out_the_measurements_and_reuse_them(tmp_path):
     assert base_searches[0].stat().st_mtime_ns == stamp  # read, not searched again
     assert len(list((out / "runs").glob("*/search-*.json"))) == 1
     assert set(results["arms"]) == {"base", "grpo"}
+
+
+def test_jobs_cap_this_process_s_torch_threads_too(tmp_path, monkeypatch):
+    """`--jobs 2` on 2 cores: the command's own process (torch already loaded) drops to the
+    1-thread cap as its workers get, for the measurements it makes outside any trainer."""
+    import argparse
+    import subprocess
+
+    import torch
+
+    from reasonlab.cli import experiment_cmd
+
+    class FakeProcess:
+        def __init__(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(experiment_cmd.os, "cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        args = argparse.Namespace(jobs=2, name="r1_zero", all=False, out=tmp_path, seeds=1,
+                                  quick=True)  # fmt: skip
+        experiment_cmd.start_workers(args)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -59,11 +59,15 @@ def start_workers(args: argparse.Namespace) -> list[tuple[subprocess.Popen, Path
     """`--jobs N`: N - 1 more processes of the same command (without --jobs), logging to
     OUT/jobs/job-K.log; every process, this one too, gets OMP_NUM_THREADS = CPU count // N (or
     the lower cap already set), which caps each run's `run.num_threads` (`reasonlab.threads`)."""
-    from reasonlab.threads import thread_cap
+    from reasonlab.threads import set_intra_op_threads, thread_cap
 
     cap = max(1, (os.cpu_count() or 1) // args.jobs)
     cap = min(cap, thread_cap() or cap)
     os.environ["OMP_NUM_THREADS"] = str(cap)
+    # this process loaded torch before the cap was set: apply it now, for what runs outside a
+    # trainer too (an experiment's searches and evaluations: a search left on torch's 2 threads
+    # next to the 1-thread workers ran ~5x slower than in a 1-thread process, 2026-11-30)
+    set_intra_op_threads(None)
     argv = ["experiment", *([args.name] if args.name else ["--all"]), "--out", str(args.out)]
     argv += [*(["--seeds", str(args.seeds)] if args.seeds else []), "--worker"]
     argv += ["--quick"] if args.quick else []
