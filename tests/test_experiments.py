@@ -457,3 +457,35 @@ def test_jobs_cap_this_process_s_torch_threads_too(tmp_path, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.slow(seconds=20)
+def test_every_cot_stage_finds_its_problems_at_default_sizes():
+    """Every experiment's cot stage at its default size (not --quick) finds its distinct training
+    problems outside the held-out share (warmup_data's targets 31-60 once asked for 400 of 321)."""
+    from reasonlab.config import load_config
+    from reasonlab.demo import DEMO_RECIPE
+    from reasonlab.rl.config import TrainConfig
+    from reasonlab.tasks.cot import cot_rows
+
+    task = load_config(TrainConfig, str(DEMO_RECIPE), []).task
+    checked = 0
+    for name in names():
+        for arm in get(name).arms:
+            for spec in arm.stages:
+                if spec.get("kind") != "cot":
+                    continue
+                cot = spec["cot"]
+                rows = cot_rows(
+                    cot["kind"],
+                    cot["n"],
+                    task_name=task.name,
+                    problems=cot["problems"],
+                    seed=0,
+                    params={**task.params, **cot.get("params", {})},
+                    held_out_fraction=task.held_out_fraction,
+                    template=task.template,
+                )
+                assert len(rows) == cot["n"], (name, arm.name)
+                checked += 1
+    assert checked >= 5

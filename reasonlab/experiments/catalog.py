@@ -450,9 +450,12 @@ SAMPLE = {"problems": 200, "n": 4, "keep": "correct", "k": 2}
 """A sample stage: 200 training problems x 4 samples at T=1, correct ones kept, 2 per problem."""
 
 
-def cot_stage(kind: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A cot stage of `kind` (`reasonlab.tasks.cot.KINDS`), COT_ROWS rows, named `data`."""
-    cot = {"kind": kind, "n": COT_ROWS, "problems": COT_PROBLEMS, "params": params or {}}
+def cot_stage(
+    kind: str, params: dict[str, Any] | None = None, problems: int = COT_PROBLEMS
+) -> dict[str, Any]:
+    """A cot stage of `kind` (`reasonlab.tasks.cot.KINDS`), COT_ROWS rows over `problems`
+    distinct training problems, named `data`."""
+    cot = {"kind": kind, "n": COT_ROWS, "problems": problems, "params": params or {}}
     return {"name": "data", "kind": "cot", "cot": cot}
 
 
@@ -644,6 +647,9 @@ problems, measured 2026-11-30)."""
 LARGE_TARGETS = {"min_target": 31, "max_target": 60}
 """Countdown with targets 31-60: warmup_data's "another distribution" of reference solutions, far
 from the base's (greedy 0% of 50 held-out problems, measured 2026-11-30)."""
+LARGE_TARGET_PROBLEMS = 300
+"""Distinct training problems of warmup_data's reference solutions: the share of that space outside
+the held-out fifth holds 321 (three numbers 1-9), fewer than COT_PROBLEMS."""
 
 
 def _transfer(record: RunRecord) -> dict[str, float]:
@@ -829,9 +835,12 @@ register(
             Arm(
                 "reference_other",
                 AFTER_SFT,
-                note=f"SFT on {COT_ROWS} reference solutions (reasonlab cot short) of countdown "
-                "with targets 31-60, then GRPO",
-                stages=[cot_stage("short", LARGE_TARGETS), sft_stage()],
+                note=f"SFT on {COT_ROWS} reference solutions (reasonlab cot short) of "
+                f"{LARGE_TARGET_PROBLEMS} countdown problems with targets 31-60, then GRPO",
+                stages=[
+                    cot_stage("short", LARGE_TARGETS, problems=LARGE_TARGET_PROBLEMS),
+                    sft_stage(),
+                ],
             ),
         ],
         metrics={
