@@ -609,13 +609,13 @@ class Context:
             start = self._evaluate(start_dir, self.out / "evals" / f"{start_id}.json")
             data = {"base": self.before(), "before": start, "after": start, "stages": stages}
             return self._with_probe(RunRecord(None, start_dir, data), start_dir, start_id, start_id)
-        from reasonlab.config import config_to_yaml, load_config
+        from reasonlab.config import load_config
         from reasonlab.rl.config import TrainConfig
 
         model_dir = start_dir if arm.stages else None
         cfg = load_config(TrainConfig, str(self.recipe), self.arm_overrides(arm, seed, model_dir))
         cfg.run.out_dir = ""
-        ids = {"config": config_to_yaml(cfg), "base": self.base_id, "eval": self._eval_settings()}
+        ids = {"config": key_text(cfg), "base": self.base_id, "eval": self._eval_settings()}
         if arm.stages:  # (arms without stages keep the keys of the runs made before stages)
             ids["start"] = start_id
         key = digest(ids)
@@ -709,6 +709,32 @@ class Context:
                 f"{run_dir}/heldout.jsonl: the run evaluated other problems than the experiment's "
                 f"{len(self.held_out_keys)} held-out ones"
             )
+
+
+KEY_OMITS_AT_DEFAULT: dict[str, Any] = {"batching.group_by_length": False}
+"""Recipe fields added after runs were cached in OUT: left out of a run's key while at these
+values (which behave as the code before them did), so those runs stay reusable. A field added to
+`TrainConfig` later belongs here with its neutral default; note that the key is the YAML text of
+`config_to_yaml`, field docstrings included, so editing one changes every run's key."""
+
+
+def key_text(cfg: Any) -> str:
+    """The resolved RL recipe as it enters a run's key: `config_to_yaml(cfg)` without the fields
+    of `KEY_OMITS_AT_DEFAULT` that are at their neutral values (each with its comment lines)."""
+    from reasonlab.config import config_to_yaml
+
+    lines = config_to_yaml(cfg).split("\n")
+    for dotted, neutral in KEY_OMITS_AT_DEFAULT.items():
+        section, name = dotted.split(".")
+        if getattr(getattr(cfg, section), name) != neutral:
+            continue
+        start = lines.index(f"{section}:")
+        at = next(i for i in range(start, len(lines)) if lines[i].startswith(f"  {name}: "))
+        first = at
+        while lines[first - 1].startswith("  #"):
+            first -= 1
+        del lines[first : at + 1]
+    return "\n".join(lines)
 
 
 def _plain(obj: Any) -> Any:
