@@ -489,3 +489,23 @@ def test_every_cot_stage_finds_its_problems_at_default_sizes():
                 assert len(rows) == cot["n"], (name, arm.name)
                 checked += 1
     assert checked >= 5
+
+
+def test_a_new_recipe_field_at_its_neutral_default_keeps_the_run_keys():
+    """`key_text`: a field added after runs were cached (`KEY_OMITS_AT_DEFAULT`) is left out of
+    a run's key while at its neutral value, so the runs made before it stay reusable; set, it
+    enters the key (a different run)."""
+    from reasonlab.config import config_to_yaml, load_config
+    from reasonlab.demo import DEMO_RECIPE
+    from reasonlab.experiments.core import key_text
+    from reasonlab.rl.config import TrainConfig
+
+    cfg = load_config(TrainConfig, str(DEMO_RECIPE), [])
+    text, full = key_text(cfg), config_to_yaml(cfg)
+    assert "group_by_length" not in text and "group_by_length: false" in full
+    dropped = set(full.split("\n")) - set(text.split("\n"))  # the field and its comment lines
+    assert dropped and all(
+        line.startswith("  #") or line == "  group_by_length: false" for line in dropped
+    )
+    grouped = load_config(TrainConfig, str(DEMO_RECIPE), ["batching.group_by_length=true"])
+    assert "group_by_length: true" in key_text(grouped)
