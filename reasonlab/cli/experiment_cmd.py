@@ -65,8 +65,9 @@ def start_workers(args: argparse.Namespace) -> list[tuple[subprocess.Popen, Path
     cap = min(cap, thread_cap() or cap)
     os.environ["OMP_NUM_THREADS"] = str(cap)
     # this process loaded torch before the cap was set: apply it now, for what runs outside a
-    # trainer too (an experiment's searches and evaluations: a search left on torch's 2 threads
-    # next to the 1-thread workers ran ~5x slower than in a 1-thread process, 2026-11-30)
+    # trainer too (an experiment's searches and evaluations: on 2026-11-30 one of
+    # test_time_scaling's searches took 49 min on torch's 2 threads next to 1-thread processes,
+    # the same search of another seed 4-7 min in a 1-thread process beside it)
     set_intra_op_threads(None)
     argv = ["experiment", *([args.name] if args.name else ["--all"]), "--out", str(args.out)]
     argv += [*(["--seeds", str(args.seeds)] if args.seeds else []), "--worker"]
