@@ -7,8 +7,8 @@ demo's 100 held-out problems, greedy unless said otherwise, in percent. Effects 
 
 The SFT-based experiments (priming, long_vs_short_cot, constructed_vs_emergent, distill_vs_rl,
 warmup_data) give their arms stages before RL (`Arm.stages`; see the section below for the sizes).
-Their default sizes come from an estimate, not from a timed run of each (none was run at default
-settings yet): the near-idle demo run of 2026-11-30 (`reasonlab demo`, 2 cores, other jobs
+Their default sizes come from an estimate, not from a timed run of each (all ran at default
+settings on 2026-11-30, but on shared cores and partly from cached stages: docs/findings.md): the near-idle demo run of 2026-11-30 (`reasonlab demo`, 2 cores, other jobs
 niced) took 687 s to pretrain the base (2400 steps of 8 x 256 tokens: ~0.29 s per step, the
 cost assumed for an SFT step of the same shape), 7-12 s per GRPO step of 16 prompts x 8
 (responses 67-133 tokens; ~5 s assumed at 8 prompts) and ~10 s per held-out evaluation (greedy +
