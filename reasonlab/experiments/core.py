@@ -9,7 +9,8 @@ and per-seed values of every metric, with the command that reruns the arm), a PN
 experiment's section of `OUT/report.html` (`reasonlab.analysis.report.write_experiments_report`).
 
 Run folders are shared and resumable: a run's folder is `OUT/runs/HASH`, HASH a hash of its
-resolved config (seed included), of the base model's identity and of the measurement's settings.
+resolved config (seed included; `key_text`: fields added later are left out while at their neutral
+defaults), of the base model's identity and of the measurement's settings.
 A folder with `experiment.json` (the measurement, written last and atomically) is finished and
 reused as it is, by this experiment or any other that needs the same run (r1_zero,
 reflection_emergence and test_time_scaling share their GRPO runs); a folder without it is an
