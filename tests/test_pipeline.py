@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_stages import TINY_PRETRAIN
 
 from reasonlab import pipeline
 from reasonlab.cli import main
@@ -227,14 +228,7 @@ def _reduced_r1_tiny(tmp_path) -> Path:
     recipe["out_dir"] = str(tmp_path / "out")
     recipe["num_threads"] = 1
     fewer = {
-        "pretrain": {
-            "size": "tiny",
-            "problems": 16,
-            "attempts": 2,
-            "steps": 6,
-            "batch_size": 4,
-            "vocab_size": 512,
-        },
+        "pretrain": dict(TINY_PRETRAIN),
         "cot": {"n": 12, "problems": 6},
         "sample": {
             "problems": 3,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from html_check import CHROMIUM, Page, Structure, render_in_chromium
+from tiny_stages import TINY_PRETRAIN
 
 from reasonlab.cli import main
 
@@ -43,14 +44,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
             {
                 "name": "base",
                 "kind": "pretrain",
-                "pretrain": {
-                    "size": "tiny",
-                    "problems": 16,
-                    "attempts": 2,
-                    "steps": 6,
-                    "batch_size": 4,
-                    "vocab_size": 512,
-                },
+                "pretrain": dict(TINY_PRETRAIN),
             },
             {
                 "name": "cot",
