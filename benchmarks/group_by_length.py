@@ -4,12 +4,12 @@
 
 Three trainers run the demo's GRPO recipe (`reasonlab/demo_countdown.yaml`: 16 prompts x 8
 responses a step, one optimiser update, KL to the reference) from the same model folder, with the
-same seeds: the recipe as it is (one pass over the 128 responses, padded to the longest), micro-
-batches of 32 in shuffled order, and micro-batches of 32 cut longest first
-(`batching.group_by_length=true`). Their steps are interleaved (one of each in turn), so a change
+same seeds: one pass over the 128 responses, padded to the longest (the recipe until session 8,
+and the experiments' `RECIPE_PINS`), micro-batches of 32 in shuffled order, and micro-batches of
+32 cut longest first (`batching.group_by_length=true`, the recipe now). Their steps are interleaved (one of each in turn), so a change
 of load reaches all three. The update (no-grad reference pass, forward, backward, AdamW step) is
 timed by the trainer (`time/update`); the median over the steps after the first is printed with
-the mean and longest response length, and the last line is `ratio: X` (the recipe's median
+the mean and longest response length, and the last line is `ratio: X` (one pass's median
 update seconds over group_by_length's). The gain depends on how much response lengths vary:
 with a trained policy's (the demo's `runs/demo/policy`) far more than with the base's one-try
 answers. Generation is the same in all three and not part of the ratio.
@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 VARIANTS = {
-    "recipe (one pass of 128)": [],
-    "micro-batches of 32": ["batching.micro_batch_size=32"],
-    "micro-batches of 32, group_by_length": [
+    "one pass of 128": ["batching.micro_batch_size=null", "batching.group_by_length=false"],
+    "micro-batches of 32": ["batching.micro_batch_size=32", "batching.group_by_length=false"],
+    "micro-batches of 32, group_by_length (the recipe)": [
         "batching.micro_batch_size=32",
         "batching.group_by_length=true",
     ],

@@ -2,17 +2,16 @@
 
 A learning test, not a smoke test: the demo's own RL stage (its recipe, 20 GRPO steps, the 100
 held-out problems, the run's audit) from the demo's own base model, greedy only. The base is the
-one `reasonlab demo` pretrains (`DEMO_PRETRAIN`: 2400 steps, about 500 s of this workplace's 2
-idle cores), committed in tests/data/demo_base (3.8 MB) so that CI does not pretrain it again on
-every run; pretraining itself is tested in tests/test_pretrain.py (a tiny model learns its corpus,
-the same settings give the same weights, a golden loss curve).
+one `reasonlab demo` pretrains (`DEMO_PRETRAIN`: 1800 steps of best-fit packed rows, about 410 s of
+this workplace's 2 idle cores), committed in tests/data/demo_base (3.8 MB) so that CI does not
+pretrain it again on every run; pretraining itself is tested in tests/test_pretrain.py (a tiny
+model learns its corpus, the same settings give the same weights, a golden loss curve).
 `test_the_committed_base_is_the_demos` fails when the demo's pretraining settings change, and says
 how to rebuild the folder.
 
-Measured on that base (`reasonlab demo --rl-seed S` from the cached base, the held-out greedy
-accuracy at step 20; the 30-step runs of session 4 passed through the same step-20 policies,
-the learning rate being constant): 18% -> 41%, 38%, 44% for RL seeds 0, 1, 2, a margin of 8 to
-14 points over this test's +12 bar.
+Measured on that base (2026-11-30, session 8: `reasonlab demo`, then `--rl-seed S` on the cached
+base, held-out greedy accuracy at step 20): 15% -> 39%, 37%, 31% for RL seeds 0, 1, 2, a margin
+of 4 to 12 points over this test's +12 bar.
 """
 
 from __future__ import annotations

@@ -494,18 +494,62 @@ def test_every_cot_stage_finds_its_problems_at_default_sizes():
 def test_a_new_recipe_field_at_its_neutral_default_keeps_the_run_keys():
     """`key_text`: a field added after runs were cached (`KEY_OMITS_AT_DEFAULT`) is left out of
     a run's key while at its neutral value, so the runs made before it stay reusable; set, it
-    enters the key (a different run)."""
+    enters the key (a different run). The experiments pin the demo recipe's later batching
+    (`RECIPE_PINS`) back to what their runs were measured with."""
     from reasonlab.config import config_to_yaml, load_config
     from reasonlab.demo import DEMO_RECIPE
-    from reasonlab.experiments.core import key_text
+    from reasonlab.experiments.core import RECIPE_PINS, key_text
     from reasonlab.rl.config import TrainConfig
 
-    cfg = load_config(TrainConfig, str(DEMO_RECIPE), [])
+    cfg = load_config(TrainConfig, str(DEMO_RECIPE), list(RECIPE_PINS))
     text, full = key_text(cfg), config_to_yaml(cfg)
     assert "group_by_length" not in text and "group_by_length: false" in full
+    assert "  micro_batch_size: null" in text
     dropped = set(full.split("\n")) - set(text.split("\n"))  # the field and its comment lines
     assert dropped and all(
         line.startswith("  #") or line == "  group_by_length: false" for line in dropped
     )
-    grouped = load_config(TrainConfig, str(DEMO_RECIPE), ["batching.group_by_length=true"])
-    assert "group_by_length: true" in key_text(grouped)
+    demo = load_config(TrainConfig, str(DEMO_RECIPE), [])  # the demo's own batching
+    assert demo.batching.group_by_length and "group_by_length: true" in key_text(demo)
+    assert "  micro_batch_size: 32" in key_text(demo)
+
+
+def test_the_experiments_keep_the_base_their_findings_were_measured_on():
+    """The base model every figure of docs/findings.md was measured on has the settings hash
+    3340de4a51754378 (2400 steps, greedy packing): the demo's pretraining may change, the
+    experiments' (`BASE_PRETRAIN`) may not without re-running every experiment."""
+    from reasonlab.config import load_config
+    from reasonlab.demo import DEMO_RECIPE, base_settings
+    from reasonlab.experiments.core import BASE_PRETRAIN
+    from reasonlab.rl.config import TrainConfig
+
+    cfg = load_config(TrainConfig, str(DEMO_RECIPE), [])
+    assert base_settings(cfg, 0, BASE_PRETRAIN).digest() == "3340de4a51754378"
+    committed = Path(__file__).parent / "data" / "experiments_base" / "pretrain.json"
+    assert json.loads(committed.read_text())["settings_hash"] == "3340de4a51754378"
+
+
+def test_a_stage_s_key_does_not_depend_on_where_out_or_the_checkout_lie(tmp_path):
+    """`stage_key`: the input paths are stood for by their identities and a recipe inside the
+    repository by its path from the root, so the same stage is found again from another spelling
+    of OUT or another checkout; a setting that makes the stage differently changes the key."""
+    from reasonlab.experiments.core import REPO_ROOT, SFT_RECIPE, stage_key
+    from reasonlab.pipeline import StageConfig, TrainStage
+
+    def sft(out: str, recipe: str, steps: int = 30) -> StageConfig:
+        return StageConfig(
+            name="sft",
+            kind="sft",
+            model=f"{out}/base",
+            data=f"{out}/stages/abc/cot/cot.jsonl",
+            sft=TrainStage(recipe=recipe, overrides=[f"training.max_steps={steps}"]),
+        )
+
+    inputs = {"model": "base-id", "data": "data-id"}
+    key = stage_key(sft("runs/experiments", str(SFT_RECIPE)), inputs)
+    assert stage_key(sft(str(tmp_path / "elsewhere"), str(SFT_RECIPE)), inputs) == key
+    relative = str(SFT_RECIPE.relative_to(REPO_ROOT))
+    moved = str(tmp_path / "checkout" / relative)  # a file outside the repository: its full path
+    assert stage_key(sft("runs/experiments", moved), inputs) != key
+    assert stage_key(sft("runs/experiments", str(SFT_RECIPE), steps=31), inputs) != key
+    assert stage_key(sft("runs/experiments", str(SFT_RECIPE)), {**inputs, "data": "x"}) != key

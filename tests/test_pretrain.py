@@ -51,6 +51,39 @@ def test_pack_restarts_positions_and_keeps_samples_whole():
     assert int(tgt.sum()) == 3
 
 
+def test_bfd_packs_every_sample_once_whole_in_fewer_rows_than_greedy():
+    """Best-fit decreasing: each sample once per epoch, whole, from position 0; rows never over
+    seq_len; fewer rows than greedy packing of the same samples (sizes where greedy wastes room);
+    the same seed gives the same rows and another seed another order."""
+    rng = random.Random(5)
+    sizes = [rng.choice([3, 4, 5, 6, 9, 11, 14]) for _ in range(120)]
+    samples = [
+        (list(range(100 * i, 100 * i + n)), [False] + [True] * (n - 1)) for i, n in enumerate(sizes)
+    ]
+    rows = {}
+    for strategy in ("greedy", "bfd"):
+        ids, pos, tgt = P.pack(samples, 16, pad_id=-1, rng=random.Random(0), strategy=strategy)
+        seen = []
+        for row_ids, row_pos in zip(ids.tolist(), pos.tolist()):
+            starts = [i for i, p in enumerate(row_pos) if p == 0] + [16]
+            seen += [[t for t in row_ids[a:b] if t != -1] for a, b in zip(starts, starts[1:])]
+        seen = sorted(s for s in seen if s)
+        assert seen == sorted(ids for ids, _ in samples)  # every sample exactly once, whole
+        assert int(tgt.sum()) == sum(n - 1 for n in sizes)
+        rows[strategy] = len(ids)
+    assert sum(sizes) / 16 <= rows["bfd"] < rows["greedy"]
+    again = P.pack(samples, 16, pad_id=-1, rng=random.Random(0), strategy="bfd")[0]
+    other = P.pack(samples, 16, pad_id=-1, rng=random.Random(1), strategy="bfd")[0]
+    assert torch.equal(
+        again, P.pack(samples, 16, pad_id=-1, rng=random.Random(0), strategy="bfd")[0]
+    )
+    assert not torch.equal(again, other)
+    with pytest.raises(ValueError, match="greedy or bfd"):
+        P.pack(samples, 16, pad_id=-1, rng=random.Random(0), strategy="wrapped")
+    stream = P.RowStream(samples, 16, pad_id=-1, seed=0, packing="bfd")
+    assert len(stream) == rows["bfd"]
+
+
 def test_packed_rows_do_not_attend_across_samples(tokenizer):
     """transformers builds a block-diagonal mask from restarting position ids (no attention mask,
     no cache): logits of a sample in a packed row equal its logits alone."""

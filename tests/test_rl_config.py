@@ -240,3 +240,18 @@ def test_tiny_recipes_run_through_the_cli(path, tmp_path):
     assert (out / "checkpoints" / "step_000002" / "model" / "config.json").is_file()
     # running it again into the same folder is refused: --resume is the way to continue
     assert main([*args, f"--out={out}"]) == 2
+
+
+def test_a_micro_batch_larger_than_the_minibatch_is_one_pass():
+    """The demo recipe's micro_batch_size 32 stays valid when prompts_per_step is overridden
+    smaller: the micro-batch is then the whole minibatch (one pass), not an error."""
+    from reasonlab.config import load_config
+    from reasonlab.demo import DEMO_RECIPE
+    from reasonlab.rl.config import TrainConfig
+
+    small = load_config(
+        TrainConfig, str(DEMO_RECIPE), ["batching.prompts_per_step=2", "rollout.n=2"]
+    )
+    assert small.batching.micro_batch_size == 32 and small.micro_batch_size == 4
+    demo = load_config(TrainConfig, str(DEMO_RECIPE), [])
+    assert demo.minibatch_size == 128 and demo.micro_batch_size == 32

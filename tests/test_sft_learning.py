@@ -2,8 +2,9 @@
 model on long chains of thought, or on its own verified-correct samples, raises its held-out
 accuracy.
 
-The base is the CPU demo's (`tests/data/demo_base`, 0.95M parameters, 18% greedy on the demo's
-100 held-out problems), the data and SFT are the experiments' (`reasonlab.experiments.catalog`:
+The base is the experiments' (`tests/data/experiments_base`, the demo's base until session 8:
+`reasonlab.experiments.core.BASE_PRETRAIN`, 0.95M parameters, 18% greedy on the demo's 100
+held-out problems), the data and SFT are the experiments' (`reasonlab.experiments.catalog`:
 COT_ROWS `reasonlab cot` rows over COT_PROBLEMS training problems, SFT_STEPS steps of 8 packed
 256-token rows, `configs/sft_countdown_cpu.yaml`: lr 1e-3, warm-up, cosine), run through the
 pipeline's stage runners as the experiments run them. Accuracy is the SFT trainer's greedy
@@ -36,7 +37,7 @@ from reasonlab.pipeline import Pipeline, PipelineConfig
 from reasonlab.rl.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_BASE = ROOT / "tests" / "data" / "demo_base"
+DEMO_BASE = ROOT / "tests" / "data" / "experiments_base"  # every figure below was measured on it
 SFT_RECIPE = ROOT / "configs" / "sft_countdown_cpu.yaml"
 DEMO_HELD_OUT = 100
 """The demo's held-out problems (`reasonlab demo`'s eval_examples)."""

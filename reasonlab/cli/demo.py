@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from reasonlab.models.pretrain import PACKING
+
     p = subparsers.add_parser(
         "demo",
         help="pretrain a tiny base model, GRPO it on countdown, report held-out accuracy",
@@ -25,13 +27,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--eval-samples", type=int, default=4, help="samples per problem at T=1 (0: greedy only)"
     )
     p.add_argument(
-        "--pretrain-steps", type=int, default=None, help="base model optimiser steps (default 2400)"
+        "--pretrain-steps", type=int, default=None, help="base model optimiser steps (default 2150)"
     )
     p.add_argument(
         "--pretrain-packing",
         default=None,
-        choices=["samples", "shared_prompt"],
-        help="base model packing (default samples: whole attempts; shared_prompt: one prompt copy per row, then its attempts)",
+        choices=list(PACKING),
+        help="base model packing (default bfd: whole attempts, best-fit decreasing; samples: "
+        "whole attempts, greedy; shared_prompt: one prompt copy per row, then its attempts)",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="RL recipe overrides")
     p.set_defaults(func=run)

@@ -27,6 +27,8 @@ from reasonlab.models.base_model import COUNTDOWN_PARAMS, PretrainSettings, pret
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from reasonlab.models.pretrain import PACKING
+
     d = PretrainSettings()
     p = subparsers.add_parser(
         "pretrain",
@@ -56,8 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--packing",
         default=d.packing,
-        choices=["samples", "shared_prompt"],
-        help="samples: each attempt whole; shared_prompt: one prompt copy per row, then attempts",
+        choices=list(PACKING),
+        help="samples: each attempt whole, packed greedily; bfd: each attempt whole, best-fit "
+        "decreasing (less padding); shared_prompt: one prompt copy per row, then attempts",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the corpus and the weights")
     p.add_argument("--problems", type=int, default=d.problems, help="distinct training problems")

@@ -1,8 +1,9 @@
 """The experiments: each seed paper's claim, its arms, metrics and the effects its verdict reads.
 
 All arms start from the CPU demo's recipe (`reasonlab/demo_countdown.yaml`: GRPO on countdown
-with 3 numbers in 1-9, 20 steps of 16 prompts x 8 responses) and base model; accuracies are on the
-demo's 100 held-out problems, greedy unless said otherwise, in percent. Effects are paired by seed
+with 3 numbers in 1-9, 20 steps of 16 prompts x 8 responses; its update in one pass, as measured:
+`core.RECIPE_PINS`) and the demo's former base model (`core.BASE_PRETRAIN`: 2400 steps, greedy
+packing); accuracies are on the demo's 100 held-out problems, greedy unless said otherwise, in percent. Effects are paired by seed
 (arm A's seed s minus arm B's seed s).
 
 The SFT-based experiments (priming, long_vs_short_cot, constructed_vs_emergent, distill_vs_rl,

@@ -72,9 +72,10 @@ class PretrainSettings:
     loss_on: str = "completion"
     """Tokens the loss counts: completion (and EOS) or all."""
     packing: str = "samples"
-    """samples (each attempt whole, prompt included) or shared_prompt (one copy of a problem's
-    prompt per row segment, followed by its attempts; `reasonlab.models.pretrain`). The demo's
-    base stays on samples: shared_prompt packs its corpus in 1.69x fewer rows, but the two bases
+    """samples (each attempt whole, prompt included, packed greedily), bfd (the same, best-fit
+    decreasing: fewer rows) or shared_prompt (one copy of a problem's prompt per row segment,
+    followed by its attempts; `reasonlab.models.pretrain`). The demo's base uses bfd (its corpus
+    in 10% fewer rows than greedy). shared_prompt packs it in 1.69x fewer rows, but the two bases
     trained with it so far (1400 x 8 and 2400 x 4 rows, final loss 0.116 and 0.121 against
     0.105) gained less from the demo's GRPO (15% -> 28% and 23% -> 25% greedy, one RL seed each;
     issue 9's note)."""

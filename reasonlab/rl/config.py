@@ -388,7 +388,9 @@ class TrainConfig:
 
     @property
     def micro_batch_size(self) -> int:
-        return self.batching.micro_batch_size or self.minibatch_size
+        # a micro-batch larger than the minibatch is the minibatch (one pass), so a recipe's
+        # micro_batch_size stays valid when prompts_per_step is overridden smaller
+        return min(self.batching.micro_batch_size or self.minibatch_size, self.minibatch_size)
 
 
 GROUP_ESTIMATORS = ("grpo", "dr_grpo", "grpo_passk", "rloo", "reinforce_pp_baseline")
@@ -659,7 +661,7 @@ def validate(
             f"{c.minibatch_size} does not divide the step's batch of {c.batch_size} responses "
             f"(prompts_per_step {b.prompts_per_step} x rollout.n {c.rollout.n})",
         )
-    if c.minibatch_size % c.micro_batch_size:
+    if c.micro_batch_size < c.minibatch_size and c.minibatch_size % c.micro_batch_size:
         fail(
             "batching.micro_batch_size",
             f"{c.micro_batch_size} does not divide minibatch_size {c.minibatch_size}",
