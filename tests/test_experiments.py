@@ -332,8 +332,12 @@ def test_bad_stages_are_named_with_the_valid_choices(tmp_path):
 # One test for the five (not a parametrized test on a shared fixture): pytest-xdist may hand the
 # parameters to both workers, and each would build the fixture, the whole cost twice.
 @pytest.mark.slow(seconds=120)
-def test_quick_sft_experiments_run_stages_then_rl_and_a_rerun_reuses_everything(tmp_path):
-    """The five SFT-based experiments, --quick, into one folder (one random base, one teacher)."""
+def test_quick_sft_experiments_run_stages_then_rl_and_a_rerun_reuses_everything(
+    tmp_path, monkeypatch
+):
+    """The five SFT-based experiments, --quick, into one folder (one random base, one teacher);
+    a rerun reuses everything, and from another working folder (OUT spelled another way) the
+    stages are found again (path-free keys) with their outputs re-anchored."""
     logs: list[str] = []
     results = {
         name: run_experiment(
@@ -344,6 +348,13 @@ def test_quick_sft_experiments_run_stages_then_rl_and_a_rerun_reuses_everything(
     for name in SFT_EXPERIMENTS:
         _check_quick_sft_experiment(tmp_path, results, name)
     _check_rerun_reuses_every_stage_and_run(tmp_path, results, logs)
+    monkeypatch.chdir(tmp_path.parent)
+    logs = []
+    run_experiment(
+        "constructed_vs_emergent", Path(tmp_path.name), seeds=1, quick=True, log=logs.append
+    )
+    constructed = [line for line in logs if "constructed seed 0: stage" in line]
+    assert len(constructed) == 2 and all(" reused in " in line for line in constructed), logs
 
 
 def _check_quick_sft_experiment(out, all_results, name):

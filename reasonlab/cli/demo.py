@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from reasonlab.demo import DEMO_PRETRAIN
     from reasonlab.models.pretrain import PACKING
 
     p = subparsers.add_parser(
@@ -27,7 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--eval-samples", type=int, default=4, help="samples per problem at T=1 (0: greedy only)"
     )
     p.add_argument(
-        "--pretrain-steps", type=int, default=None, help="base model optimiser steps (default 2150)"
+        "--pretrain-steps",
+        type=int,
+        default=None,
+        help=f"base model optimiser steps (default {DEMO_PRETRAIN['steps']})",
     )
     p.add_argument(
         "--pretrain-packing",

@@ -510,19 +510,21 @@ class Context:
                     + ("reused" if finished else "running")
                     + f" in {folder}"
                 )
-                pipe = Pipeline(
-                    PipelineConfig(
-                        out_dir=str(folder),
-                        stages=[stage],
-                        num_threads=self.base_cfg.run.num_threads,
-                    ),
-                    log=self.log if not finished else (lambda _: None),
-                )
-                try:
-                    outputs = pipe.run()[stage.kind]
-                except PipelineError as err:
-                    raise ExperimentError(f"arm {arm.name!r} stage {name!r}: {err}") from None
+                if not finished:  # a finished stage is found by its key (path-free) alone
+                    pipe = Pipeline(
+                        PipelineConfig(
+                            out_dir=str(folder),
+                            stages=[stage],
+                            num_threads=self.base_cfg.run.num_threads,
+                        ),
+                        log=self.log,
+                    )
+                    try:
+                        pipe.run()
+                    except PipelineError as err:
+                        raise ExperimentError(f"arm {arm.name!r} stage {name!r}: {err}") from None
             record = json.loads((folder / stage.kind / "done.json").read_text(encoding="utf-8"))
+            outputs = {what: _in_folder(path, folder) for what, path in record["outputs"].items()}
             if "data" in outputs:
                 self._check_data(Path(outputs["data"]), where=f"arm {arm.name!r} stage {name!r}")
             made[name] = (outputs, key)
@@ -731,6 +733,24 @@ KEY_OMITS_AT_DEFAULT: dict[str, Any] = {"batching.group_by_length": False}
 values (which behave as the code before them did), so those runs stay reusable. A field added to
 `TrainConfig` later belongs here with its neutral default; note that the key is the YAML text of
 `config_to_yaml`, field docstrings included, so editing one changes every run's key."""
+
+
+def _in_folder(path: str, folder: Path) -> str:
+    """A stage output's path as recorded in its done.json (as OUT was spelled when the stage
+    ran), re-anchored in the stage's `folder` as OUT is spelled now when it does not resolve
+    from here (another working folder, or OUT given another way: stage keys are path-free)."""
+    if not path or Path(path).exists():
+        return path
+    parts = Path(path).parts
+    if folder.name in parts:
+        at = len(parts) - 1 - parts[::-1].index(folder.name)
+        moved = folder.joinpath(*parts[at + 1 :])
+        if moved.exists():
+            return str(moved)
+    raise ExperimentError(
+        f"{folder}: the stage's output {path} (its done.json) is not found from {Path.cwd()}; "
+        f"run from the folder OUT was made from, or remove {folder} to make the stage again"
+    )
 
 
 def stage_key(stage: Any, inputs: dict[str, str]) -> str:
