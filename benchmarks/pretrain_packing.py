@@ -36,9 +36,13 @@ def main() -> None:
     settings = PretrainSettings(**{**DEMO_PRETRAIN, "packing": "samples"})
     pairs, _, _ = build_corpus(settings)
     tokenizer = tiny.build_tokenizer(
-        [p + c for p, c in pairs], vocab_size=settings.vocab_size, pre_tokenizer="numbers"
+        [p + c for p, c in pairs],
+        vocab_size=settings.vocab_size,
+        pre_tokenizer=settings.pre_tokenizer,
     )
-    model = tiny.build_model(tokenizer, seed=0, **tiny.size_kwargs(settings.size))
+    model = tiny.build_model(
+        tokenizer, arch=settings.arch, seed=0, **tiny.size_kwargs(settings.size)
+    )
     data = pretrain.tokenize_samples(pairs, tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

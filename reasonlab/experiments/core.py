@@ -763,8 +763,9 @@ def stage_key(stage: Any, inputs: dict[str, str]) -> str:
         settings[what] = ""
     for section in settings.values():
         recipe = section.get("recipe") if isinstance(section, dict) else None
-        if recipe and Path(recipe).resolve().is_relative_to(REPO_ROOT):
-            section["recipe"] = Path(recipe).resolve().relative_to(REPO_ROOT).as_posix()
+        where = Path(recipe).resolve() if recipe else None
+        if where is not None and where.is_relative_to(REPO_ROOT):
+            section["recipe"] = where.relative_to(REPO_ROOT).as_posix()
     return digest({"stage": settings, "inputs": inputs})
 
 

@@ -661,7 +661,7 @@ def validate(
             f"{c.minibatch_size} does not divide the step's batch of {c.batch_size} responses "
             f"(prompts_per_step {b.prompts_per_step} x rollout.n {c.rollout.n})",
         )
-    if c.micro_batch_size < c.minibatch_size and c.minibatch_size % c.micro_batch_size:
+    if c.minibatch_size % c.micro_batch_size:  # (micro_batch_size is at most the minibatch)
         fail(
             "batching.micro_batch_size",
             f"{c.micro_batch_size} does not divide minibatch_size {c.minibatch_size}",
