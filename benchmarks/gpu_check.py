@@ -25,10 +25,21 @@ For each size it prints:
    `--peak-tflops` (H200 bf16 dense: 989), and peak memory (CUDA: max allocated; CPU: the
    process's peak resident set, which only grows);
 3. the settings used: device, dtype (bfloat16 autocast on CUDA, float32 master weights and AdamW
-   state), parallel mode (one process: none; under torchrun, `--parallel fsdp` shards with FSDP2).
+   state), parallel mode (one process: none; under torchrun, `--parallel fsdp` shards with FSDP2);
+4. (`--variants`, first size only) generation engines on a copy of the model in the compute dtype:
+   reasonlab's engine, `generate` with its dynamic cache and with a static cache (which
+   transformers compiles on CUDA), and continuous batching (`generate_batch`), the compiled ones
+   twice on CUDA (first run with compilation);
+5. (`--recipe`, first size only) `--recipe-steps` steps of configs/r1_zero_qwen05b.yaml from a
+   local model folder written with the size's random weights, as `reasonlab train` runs it.
 
-The default sizes are meant to fit in 8 minutes on one H200; `--small` runs in well under a minute
-on a CPU (tests/test_gpu_check.py runs it).
+Every part is guarded: one that fails prints its traceback, records its error in the JSON (written
+after each part) and the next part runs. Time on one H200 (2026-11-30,
+benchmarks/results/gpu_check_h200.log): at 0.5B the engine 29 s, plain `generate` 123 s, each GRPO
+step ~50 s; at 1.5B the engine 45 s, a GRPO step ~70 s. The whole default run is therefore longer
+than the 8 minutes it was meant to fit; on a 15-minute lease run `--sizes 0.5b` and `--sizes 1.5b
+--no-variants --recipe ''` as separate calls. `--small` runs on a CPU in about a minute
+(tests/test_gpu_check.py runs it).
 """
 
 from __future__ import annotations
@@ -40,9 +51,15 @@ import resource
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+
+SAMPLING = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
+"""Plain sampling at temperature 1 (no truncation), for every engine compared."""
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "r1_zero_qwen05b.yaml"
 
 QWEN25 = {
     "0.5b": dict(
@@ -128,6 +145,11 @@ def _peak_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def _autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast to `dtype` on `device`; off for float32 (and for a model already in `dtype`)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def bench_engine(model, tokenizer, prompts, samples, tokens, dtype, device) -> dict[str, float]:
     """reasonlab's HFEngine: completion tokens per second."""
     from reasonlab.rollout.base import SamplingParams
@@ -138,7 +160,7 @@ def bench_engine(model, tokenizer, prompts, samples, tokens, dtype, device) -> d
     _reset_peak(device)
     _sync(device)
     t0 = time.perf_counter()
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+    with _autocast(device, dtype):
         rollouts = engine.generate(prompts, params)
     _sync(device)
     seconds = time.perf_counter() - t0
@@ -146,8 +168,12 @@ def bench_engine(model, tokenizer, prompts, samples, tokens, dtype, device) -> d
     return {"tokens": count, "seconds": seconds, "tokens_per_s": count / seconds}
 
 
-def bench_generate(model, tokenizer, prompts, samples, tokens, dtype, device) -> dict[str, float]:
-    """Plain `model.generate` (sampling at temperature 1): completion tokens per second."""
+def bench_generate(
+    model, tokenizer, prompts, samples, tokens, dtype, device, cache: str | None = None
+) -> dict[str, float]:
+    """Plain `model.generate` (sampling at temperature 1): completion tokens per second.
+    cache: transformers' `cache_implementation` (None: its default dynamic cache; "static": a
+    preallocated cache, with which `generate` compiles the decode step on CUDA)."""
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
     ids = batch["input_ids"].repeat_interleave(samples, dim=0)  # [prompts * samples, P]
@@ -155,19 +181,15 @@ def bench_generate(model, tokenizer, prompts, samples, tokens, dtype, device) ->
     torch.manual_seed(0)
     _sync(device)
     t0 = time.perf_counter()
-    with (
-        torch.inference_mode(),
-        torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32),
-    ):
+    extra = {"cache_implementation": cache} if cache else {}
+    with torch.inference_mode(), _autocast(device, dtype):
         out = model.generate(
             input_ids=ids,
             attention_mask=mask,
-            do_sample=True,
-            temperature=1.0,
-            top_p=1.0,
-            top_k=0,
             max_new_tokens=tokens,
             pad_token_id=tokenizer.pad_token_id,
+            **SAMPLING,
+            **extra,
         )
     _sync(device)
     seconds = time.perf_counter() - t0
@@ -181,6 +203,70 @@ def bench_generate(model, tokenizer, prompts, samples, tokens, dtype, device) ->
     )
     count = int(first.sum())
     return {"tokens": count, "seconds": seconds, "tokens_per_s": count / seconds}
+
+
+def bench_continuous_batching(
+    model, tokenizer, prompts, samples, tokens, device
+) -> dict[str, float]:
+    """transformers' continuous batching (`model.generate_batch`, paged attention; it captures
+    CUDA graphs on a GPU): completion tokens per second. Each sample is its own request."""
+    from transformers import GenerationConfig
+
+    ids = tokenizer(prompts)["input_ids"]
+    eos = tokenizer.eos_token_id
+    config = GenerationConfig(max_new_tokens=tokens, eos_token_id=eos, pad_token_id=eos, **SAMPLING)
+    torch.manual_seed(0)
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        outputs = model.generate_batch(
+            inputs=[p for p in ids for _ in range(samples)], generation_config=config
+        )
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    count = sum(len(o.generated_tokens) for o in outputs.values())
+    return {"tokens": count, "seconds": seconds, "tokens_per_s": count / seconds}
+
+
+def bench_variants(model, tokenizer, prompts, samples, tokens, dtype, device) -> dict[str, Any]:
+    """Generation engines on one copy of the model in the compute dtype (what a fast engine holds:
+    no float32 master weights), same prompts, samples and budget: reasonlab's engine, `generate`
+    with its dynamic cache, `generate` with a static cache (compiled on CUDA), continuous
+    batching. On CUDA the compiled ones run twice: the first time includes compilation and graph
+    capture.
+    A variant that fails records its error and the others still run."""
+    import copy
+
+    copied = copy.deepcopy(model).to(dtype)
+    f32 = torch.float32  # no autocast: the copy is in the compute dtype already
+    batch = (copied, tokenizer, prompts, samples, tokens)
+    runs = {
+        "engine": (bench_engine, (*batch, f32, device), {}),
+        "generate": (bench_generate, (*batch, f32, device), {}),
+        "generate_static": (bench_generate, (*batch, f32, device), {"cache": "static"}),
+        "continuous_batching": (bench_continuous_batching, (*batch, device), {}),
+    }
+    results: dict[str, Any] = {}
+    for name, (part, part_args, part_kwargs) in runs.items():
+        # twice where the first run compiles or captures graphs (on CUDA); once on a CPU
+        compiled = name in ("generate_static", "continuous_batching") and device.type == "cuda"
+        repeats = 2 if compiled else 1
+        timings = [
+            _attempt(f"  variant {name}", part, *part_args, **part_kwargs) for _ in range(repeats)
+        ]
+        if any("error" in t for t in timings):
+            results[name] = next(t for t in timings if "error" in t)
+            continue
+        results[name] = {**timings[-1], "first_seconds": timings[0]["seconds"]}
+        print(
+            f"  variant {name}: {timings[-1]['tokens_per_s']:.1f} tokens/s "
+            f"({timings[-1]['tokens']} tokens in {timings[-1]['seconds']:.2f} s"
+            + (f"; first run {timings[0]['seconds']:.2f} s" if repeats > 1 else "")
+            + ")",
+            flush=True,
+        )
+    del copied
+    return results
 
 
 def grpo_step(model, tokenizer, task, args, checkpointing: bool, device) -> dict[str, Any]:
@@ -228,6 +314,55 @@ def grpo_step(model, tokenizer, task, args, checkpointing: bool, device) -> dict
     return metrics
 
 
+def recipe_run(recipe: str, size: str, tokenizer, args, device) -> dict[str, Any]:
+    """`--recipe-steps` steps of an RL recipe from a local model folder, through what
+    `reasonlab train RECIPE model.path=DIR` runs: the folder is written here with random weights of
+    the named configuration and the tokenizer; the batch sizes are this check's (the defaults are
+    those of configs/r1_zero_qwen05b.yaml); the run evaluates once, after its last step."""
+    from reasonlab import models
+    from reasonlab.config import load_config
+    from reasonlab.rl import TrainConfig, Trainer
+    from reasonlab.rl.config import validate
+    from reasonlab.rl.distributed import Dist
+
+    dist = Dist.from_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        if dist.is_main:
+            models.save(build_model(size, tokenizer, device), tokenizer, f"{tmp}/model")
+        if dist.enabled:
+            torch.distributed.barrier()
+        steps = args.recipe_steps
+        overrides = [
+            f"model.path={tmp}/model",
+            f"model.device={device}",
+            f"model.dtype={args.dtype}",
+            f"rollout.n={args.samples}",
+            f"rollout.max_new_tokens={args.tokens}",
+            f"batching.prompts_per_step={args.prompts}",
+            f"batching.micro_batch_size={math.gcd(args.micro_batch, args.prompts * args.samples)}",
+            f"task.eval_size={args.prompts}",
+            f"run.steps={steps}",
+            f"run.eval_every={steps}",
+            f"run.out_dir={tmp}/run",
+            "run.progress=false",
+        ]
+        config = load_config(TrainConfig, recipe, overrides)
+        validate(config, dist.world_size, source=recipe, overrides=overrides)
+        t0 = time.perf_counter()
+        summary = Trainer(config, dist=dist).train()
+        seconds = time.perf_counter() - t0
+    keys = ("time/generate", "time/score", "time/update", "time/step", "length/mean")
+    rows = [{k: row[k] for k in keys if k in row} for row in summary["history"] if "step" in row]
+    evaluation = summary["eval"] or {}
+    return {
+        "recipe": recipe,
+        "steps": rows,
+        "seconds": seconds,
+        "eval_seconds": evaluation.get("time/eval"),
+        "eval_accuracy": evaluation.get("accuracy"),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="CPU smoke sizes (tiny model)")
@@ -241,6 +376,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--peak-tflops", type=float, default=None, help="for MFU (H200: 989)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time plain model.generate beside reasonlab's engine (the ratio's denominator)",
+    )
+    parser.add_argument(
+        "--variants",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time generation engines on a compute-dtype copy of the first size's model "
+        "(engine, generate with dynamic and static cache, continuous batching)",
+    )
+    parser.add_argument(
+        "--recipe",
+        default=str(RECIPE),
+        help="an RL recipe to run for --recipe-steps steps from a local folder of the first "
+        "size's model ('' to skip)",
+    )
+    parser.add_argument("--recipe-steps", type=int, default=2)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -280,32 +435,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         flush=True,
     )
     results: dict[str, Any] = {"device": where, "args": vars(args), "sizes": {}}
-    for size in args.sizes.split(","):
+    sizes = args.sizes.split(",")
+    for size in sizes:
         if size not in QWEN25:
             parser.error(f"--sizes: {size!r} is not one of: {', '.join(QWEN25)}")
+    for size in sizes:
         model = build_model(size, tokenizer, device)
         params = sum(p.numel() for p in model.parameters())
         row: dict[str, Any] = {"parameters": params}
-        row["engine"] = bench_engine(
-            model, tokenizer, prompts, args.samples, args.tokens, dtype, device
-        )
-        row["generate"] = bench_generate(
-            model, tokenizer, prompts, args.samples, args.tokens, dtype, device
-        )
-        ratio = row["engine"]["tokens_per_s"] / row["generate"]["tokens_per_s"]
-        print(
-            f"[{size}] {params / 1e6:.1f}M parameters; generation tokens/s: reasonlab "
-            f"{row['engine']['tokens_per_s']:.1f}, model.generate "
-            f"{row['generate']['tokens_per_s']:.1f}, ratio {ratio:.2f}",
-            flush=True,
-        )
+        batch = (model, tokenizer, prompts, args.samples, args.tokens, dtype, device)
+        row["engine"] = _attempt(f"[{size}] engine", bench_engine, *batch)
+        if args.baseline:
+            row["generate"] = _attempt(f"[{size}] generate", bench_generate, *batch)
+        if not args.baseline or "error" in row["generate"]:
+            print(
+                f"[{size}] {params / 1e6:.1f}M parameters; generation tokens/s: reasonlab "
+                f"{row['engine'].get('tokens_per_s', float('nan')):.1f}",
+                flush=True,
+            )
+        elif "error" not in row["engine"]:
+            ratio = row["engine"]["tokens_per_s"] / row["generate"]["tokens_per_s"]
+            print(
+                f"[{size}] {params / 1e6:.1f}M parameters; generation tokens/s: reasonlab "
+                f"{row['engine']['tokens_per_s']:.1f}, model.generate "
+                f"{row['generate']['tokens_per_s']:.1f}, ratio {ratio:.2f}",
+                flush=True,
+            )
+        _write(args.json, results | {"sizes": results["sizes"] | {size: row}})
         for checkpointing in (False, True):
-            m = grpo_step(model, tokenizer, task, args, checkpointing, device)
+            key = "grpo_checkpointing" if checkpointing else "grpo"
+            m = _attempt(
+                f"[{size}] {key}", grpo_step, model, tokenizer, task, args, checkpointing, device
+            )
+            if "error" in m:
+                row[key] = m
+                continue
             # prompt + response tokens of the step's batch (each response with its prompt)
             trained = prompt_tokens * args.samples + m["length/mean"] * m["responses"]
             flops = 6 * params * trained
             mfu = flops / m["time/update"] / (args.peak_tflops * 1e12) if args.peak_tflops else None
-            key = "grpo_checkpointing" if checkpointing else "grpo"
             row[key] = {
                 "generate_s": m["time/generate"],
                 "score_s": m["time/score"],
@@ -324,13 +492,61 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flush=True,
             )
         results["sizes"][size] = row
+        _write(args.json, results)
+        if args.variants and size == sizes[0]:
+            print(f"[{size}] generation engines on a {args.dtype} copy of the model:", flush=True)
+            results["variants"] = {
+                "size": size,
+                **bench_variants(
+                    model, tokenizer, prompts, args.samples, args.tokens, dtype, device
+                ),
+            }
+            _write(args.json, results)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1, default=str)
+    if args.recipe:
+        run = _attempt(
+            f"[{sizes[0]}] recipe", recipe_run, args.recipe, sizes[0], tokenizer, args, device
+        )
+        results["recipe"] = run
+        _write(args.json, results)
+        if "error" in run:
+            return results
+        for i, step in enumerate(run["steps"], 1):
+            print(
+                f"[{sizes[0]}] {Path(args.recipe).name} step {i}: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in step.items()),
+                flush=True,
+            )
+        print(
+            f"[{sizes[0]}] {Path(args.recipe).name}: {len(run['steps'])} steps and the evaluation "
+            f"in {run['seconds']:.1f} s (evaluation {run['eval_seconds'] or 0:.1f} s)",
+            flush=True,
+        )
     return results
+
+
+def _attempt(label: str, part, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """part(*args, **kwargs)'s result, or {"error", "traceback"} (printed): on a GPU lent for minutes, one part
+    that fails must not cost the parts after it."""
+    import traceback
+
+    try:
+        return part(*args, **kwargs)
+    except Exception as err:  # a benchmark reports a failed part and goes on
+        text = traceback.format_exc()
+        print(f"{label}: FAILED\n{text}", flush=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return {"error": f"{type(err).__name__}: {err}"[:2000], "traceback": text[-4000:]}
+
+
+def _write(path: str | None, results: dict[str, Any]) -> None:
+    """The results so far (a later part that fails or runs out of time loses nothing before it)."""
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

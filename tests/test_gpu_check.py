@@ -27,3 +27,32 @@ def test_gpu_check_runs_at_its_smallest_size(tmp_path, capsys):
         assert step["settings"]["parallel"] == "none"
     assert row["grpo_checkpointing"]["settings"]["gradient_checkpointing"] is True
     assert "generation tokens/s: reasonlab" in printed and "GRPO step" in printed
+    # the engine comparison on a compute-dtype copy, and the Qwen2.5-0.5B recipe from a folder
+    variants = results["variants"]
+    for name in ("engine", "generate", "generate_static", "continuous_batching"):
+        assert "error" not in variants[name], variants[name]
+        assert 0 < variants[name]["tokens"] <= 2 * 2 * 8
+    recipe = results["recipe"]
+    assert "error" not in recipe, recipe.get("traceback")
+    assert recipe["recipe"].endswith("r1_zero_qwen05b.yaml") and len(recipe["steps"]) == 2
+    assert all(step["time/update"] > 0 for step in recipe["steps"])
+    assert recipe["eval_accuracy"] is not None
+
+
+def test_a_failing_part_is_reported_and_the_rest_still_runs(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such kernel")
+
+    module.bench_generate = broken  # the baseline fails; the engine and the GRPO steps go on
+    out = tmp_path / "check.json"
+    args = ["--small", "--prompts", "2", "--samples", "2", "--tokens", "4", "--json", str(out)]
+    module.main([*args, "--threads", "1", "--no-variants", "--recipe", ""])
+    results = json.loads(out.read_text())
+    row = results["sizes"]["tiny"]
+    assert row["generate"]["error"] == "RuntimeError: no such kernel"
+    assert row["engine"]["tokens"] > 0 and row["grpo"]["update_s"] > 0
+    assert "[tiny] generate: FAILED" in capsys.readouterr().out
