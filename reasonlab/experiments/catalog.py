@@ -8,8 +8,13 @@ packing); accuracies are on the demo's 100 held-out problems, greedy unless said
 
 The SFT-based experiments (priming, long_vs_short_cot, constructed_vs_emergent, distill_vs_rl,
 warmup_data) give their arms stages before RL (`Arm.stages`; see the section below for the sizes).
-Their default sizes come from an estimate, not from a timed run of each (all ran at default
-settings on 2026-11-30, but on shared cores and partly from cached stages: docs/findings.md): the near-idle demo run of 2026-11-30 (`reasonlab demo`, 2 cores, other jobs
+Measured from scratch on 2 idle cores (`reasonlab experiment NAME --seeds 3 --out OUT --jobs 2`,
+the base copied into OUT/base, docs/findings.md): r1_zero 554 s (reflection_emergence reuses its
+runs), cosine_reward 290 s, long_vs_short_cot 705 s, priming 755 s, constructed_vs_emergent 461 s
+and distill_vs_rl 562 s (each with its teacher, a GRPO run of r1_zero, already made),
+test_time_scaling 1128 s, warmup_data 387 s: all within the 30-minute bound. policy_losses
+(8 losses x 3 seeds) is over it (72 minutes on loaded cores).
+The default sizes were set before those runs, by this estimate: the near-idle demo run of 2026-11-30 (`reasonlab demo`, 2 cores, other jobs
 niced) took 687 s to pretrain the base (2400 steps of 8 x 256 tokens: ~0.29 s per step, the
 cost assumed for an SFT step of the same shape), 7-12 s per GRPO step of 16 prompts x 8
 (responses 67-133 tokens; ~5 s assumed at 8 prompts) and ~10 s per held-out evaluation (greedy +
@@ -20,7 +25,7 @@ constructed_vs_emergent ~16 min (the teacher's 20-step GRPO ~3.5 min, shared wit
 sample stages of 800 generations ~50 s each; 6 SFT + 6 GRPO runs), distill_vs_rl ~19 min (the
 teacher; the student's pretraining, at most ~6 min; the sample stages, shared with
 constructed_vs_emergent in the same OUT; 3 student GRPO runs of 10 x 16 prompts), warmup_data
-~11 min. The machine these were written on was loaded (four to five other jobs): re-measure.
+~11 min. The machine these were written on was loaded (four to five other jobs).
 """
 
 from __future__ import annotations
