@@ -33,6 +33,11 @@ For each size it prints:
 5. (`--recipe`, first size only) `--recipe-steps` steps of configs/r1_zero_qwen05b.yaml from a
    local model folder written with the size's random weights, as `reasonlab train` runs it.
 
+To find where the update's time goes (its MFU was 9.6% at 0.5B on an H200), `--checkpointing on
+--ab batching.share_prompts=false --profile` adds a step with another setting (here the full pass
+per response, sdpa attention, instead of the shared-prompt pass) and a step whose update runs under
+`torch.profiler` (the top operators by self device time).
+
 Every part is guarded: one that fails prints its traceback, records its error in the JSON (written
 after each part) and the next part runs. Time on one H200 (2026-11-30,
 benchmarks/results/gpu_check_h200.log): at 0.5B the engine 29 s, plain `generate` 123 s, each GRPO
@@ -51,6 +56,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -269,8 +275,20 @@ def bench_variants(model, tokenizer, prompts, samples, tokens, dtype, device) ->
     return results
 
 
-def grpo_step(model, tokenizer, task, args, checkpointing: bool, device) -> dict[str, Any]:
-    """One GRPO step of `reasonlab.rl.Trainer` (no checkpoint written); its metrics row."""
+def grpo_step(
+    model,
+    tokenizer,
+    task,
+    args,
+    checkpointing: bool,
+    device,
+    extra: Sequence[str] = (),
+    profile: bool = False,
+) -> dict[str, Any]:
+    """One GRPO step of `reasonlab.rl.Trainer` (no checkpoint written); its metrics row.
+    extra: more `key=value` overrides of the step's recipe (an A/B of one setting). profile: run
+    the update under `torch.profiler` and add its top operators by self time (device time on
+    CUDA) as `profile` (the profiler's overhead enters that step's times)."""
     from reasonlab.config import load_config
     from reasonlab.rl import TrainConfig, Trainer
     from reasonlab.rl.distributed import Dist
@@ -294,13 +312,19 @@ def grpo_step(model, tokenizer, task, args, checkpointing: bool, device) -> dict
             "run.progress=false",
             "run.log_rollouts_per_step=0",
             "run.deterministic=false",
+            *extra,
         ]
         cfg = load_config(TrainConfig, None, overrides)
         trainer = Trainer(cfg, model=model, tokenizer=tokenizer, task=task, dist=dist)
+        table: list[dict[str, Any]] = []
+        if profile:
+            trainer.learner.update = _profiled(trainer.learner.update, device, table)
         _reset_peak(device)
         _sync(device)
         metrics = trainer.train_step()
         _sync(device)
+        if profile:
+            metrics["profile"] = table
         metrics["peak_gib"] = _peak_gib(device)
         metrics["settings"] = {
             "parallel": trainer.wrapped.kind,
@@ -308,10 +332,37 @@ def grpo_step(model, tokenizer, task, args, checkpointing: bool, device) -> dict
             "param_dtype": str(next(trainer.model.parameters()).dtype),
             "gradient_checkpointing": checkpointing,
             "world_size": dist.world_size,
+            "overrides": list(extra),
         }
         trainer.optimizer.zero_grad(set_to_none=True)
         del trainer
     return metrics
+
+
+def _profiled(update, device: torch.device, table: list[dict[str, Any]], rows: int = 20):
+    """`update` run under `torch.profiler`; its top `rows` operators by self time go to `table`
+    (name, calls, self milliseconds, share of the profiled total)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with profile(activities=activities) as prof:
+            out = update(*args, **kwargs)
+            _sync(device)
+        events = prof.key_averages()
+        attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        total = sum(getattr(e, attr) for e in events) or 1.0
+        for e in sorted(events, key=lambda e: -getattr(e, attr))[:rows]:
+            us = getattr(e, attr)
+            table.append(
+                {"name": e.key, "calls": e.count, "self_ms": us / 1e3, "share": us / total}
+            )
+        return out
+
+    return run
 
 
 def recipe_run(recipe: str, size: str, tokenizer, args, device) -> dict[str, Any]:
@@ -396,6 +447,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "size's model ('' to skip)",
     )
     parser.add_argument("--recipe-steps", type=int, default=2)
+    parser.add_argument(
+        "--checkpointing",
+        choices=("both", "on", "off"),
+        default="both",
+        help="the GRPO steps timed: with gradient checkpointing, without, or both",
+    )
+    parser.add_argument(
+        "--ab",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="one more GRPO step (checkpointing on, first size) with these recipe overrides, "
+        "e.g. batching.share_prompts=false; repeatable",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more GRPO step (checkpointing on, first size) with its update under "
+        "torch.profiler: the top operators by self time",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -462,10 +533,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flush=True,
             )
         _write(args.json, results | {"sizes": results["sizes"] | {size: row}})
-        for checkpointing in (False, True):
-            key = "grpo_checkpointing" if checkpointing else "grpo"
+        steps = [("grpo", False, [], False), ("grpo_checkpointing", True, [], False)]
+        steps = [st for st in steps if args.checkpointing in ("both", "on" if st[1] else "off")]
+        if size == sizes[0]:
+            steps += [(f"grpo_ab{i}", True, ab.split(","), False) for i, ab in enumerate(args.ab)]
+            steps += [("grpo_profile", True, [], True)] if args.profile else []
+        for key, checkpointing, extra, profile in steps:
             m = _attempt(
-                f"[{size}] {key}", grpo_step, model, tokenizer, task, args, checkpointing, device
+                f"[{size}] {key}",
+                grpo_step,
+                *(model, tokenizer, task, args, checkpointing, device, extra, profile),
             )
             if "error" in m:
                 row[key] = m
@@ -482,15 +559,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "mfu": mfu,
                 "peak_gib": m["peak_gib"],
                 "settings": m["settings"],
+                **({"profile": m["profile"]} if profile else {}),
             }
             print(
-                f"[{size}] GRPO step, gradient checkpointing {'on' if checkpointing else 'off'}: "
+                f"[{size}] GRPO step ({key}), gradient checkpointing "
+                f"{'on' if checkpointing else 'off'}{''.join(' ' + o for o in extra)}: "
                 f"generate {m['time/generate']:.2f} s, score {m['time/score']:.2f} s, update "
                 f"{m['time/update']:.2f} s ({trained:.0f} tokens; MFU "
                 f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%'}), peak memory "
                 f"{m['peak_gib']:.2f} GiB; settings {json.dumps(m['settings'])}",
                 flush=True,
             )
+            for op in m.get("profile", []):
+                print(
+                    f"    {op['share']:6.1%} {op['self_ms']:10.1f} ms {op['calls']:7d}x  "
+                    f"{op['name'][:90]}",
+                    flush=True,
+                )
         results["sizes"][size] = row
         _write(args.json, results)
         if args.variants and size == sizes[0]:

@@ -50,9 +50,16 @@ def test_a_failing_part_is_reported_and_the_rest_still_runs(tmp_path, capsys):
     module.bench_generate = broken  # the baseline fails; the engine and the GRPO steps go on
     out = tmp_path / "check.json"
     args = ["--small", "--prompts", "2", "--samples", "2", "--tokens", "4", "--json", str(out)]
-    module.main([*args, "--threads", "1", "--no-variants", "--recipe", ""])
+    steps = ["--checkpointing", "on", "--ab", "batching.share_prompts=false", "--profile"]
+    module.main([*args, *steps, "--threads", "1", "--no-variants", "--recipe", ""])
     results = json.loads(out.read_text())
     row = results["sizes"]["tiny"]
     assert row["generate"]["error"] == "RuntimeError: no such kernel"
-    assert row["engine"]["tokens"] > 0 and row["grpo"]["update_s"] > 0
+    assert row["engine"]["tokens"] > 0 and row["grpo_checkpointing"]["update_s"] > 0
+    # the A/B step and the profiled step ran after it; the step without checkpointing did not
+    assert "grpo" not in row
+    assert row["grpo_ab0"]["settings"]["overrides"] == ["batching.share_prompts=false"]
+    profile = row["grpo_profile"]["profile"]
+    assert profile and all(op["self_ms"] >= 0 and op["calls"] > 0 for op in profile)
+    assert any("mm" in op["name"] for op in profile)
     assert "[tiny] generate: FAILED" in capsys.readouterr().out
