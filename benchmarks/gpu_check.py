@@ -34,8 +34,8 @@ For each size it prints:
    local model folder written with the size's random weights, as `reasonlab train` runs it.
 
 To find where the update's time goes (its MFU was 9.6% at 0.5B on an H200), `--checkpointing on
---ab batching.share_prompts=false --profile` adds a step with another setting (here the full pass
-per response, sdpa attention, instead of the shared-prompt pass) and a step whose update runs under
+--ab batching.share_prompts=false --profile` adds a step with another setting (here one pass over
+prompt + response per response instead of the shared-prompt pass with its copied KV cache) and a step whose update runs under
 `torch.profiler` (the top operators by self device time).
 
 Every part is guarded: one that fails prints its traceback, records its error in the JSON (written
