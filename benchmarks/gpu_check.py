@@ -35,8 +35,8 @@ For each size it prints:
 
 To find where the update's time goes (its MFU was 9.6% at 0.5B on an H200), `--checkpointing on
 --ab batching.share_prompts=false --profile` adds a step with another setting (here one pass over
-prompt + response per response instead of the shared-prompt pass with its copied KV cache) and a step whose update runs under
-`torch.profiler` (the top operators by self device time).
+prompt + response per response instead of the shared-prompt pass with its copied KV cache) and a
+step whose update runs under `torch.profiler` (the top operators by self device time).
 
 Every part is guarded: one that fails prints its traceback, records its error in the JSON (written
 after each part) and the next part runs. Time on one H200 (2026-11-30,
