@@ -514,25 +514,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = build_model(size, tokenizer, device)
         params = sum(p.numel() for p in model.parameters())
         row: dict[str, Any] = {"parameters": params}
+        results["sizes"][size] = row
         batch = (model, tokenizer, prompts, args.samples, args.tokens, dtype, device)
         row["engine"] = _attempt(f"[{size}] engine", bench_engine, *batch)
         if args.baseline:
             row["generate"] = _attempt(f"[{size}] generate", bench_generate, *batch)
-        if not args.baseline or "error" in row["generate"]:
-            print(
-                f"[{size}] {params / 1e6:.1f}M parameters; generation tokens/s: reasonlab "
-                f"{row['engine'].get('tokens_per_s', float('nan')):.1f}",
-                flush=True,
-            )
-        elif "error" not in row["engine"]:
-            ratio = row["engine"]["tokens_per_s"] / row["generate"]["tokens_per_s"]
-            print(
-                f"[{size}] {params / 1e6:.1f}M parameters; generation tokens/s: reasonlab "
-                f"{row['engine']['tokens_per_s']:.1f}, model.generate "
-                f"{row['generate']['tokens_per_s']:.1f}, ratio {ratio:.2f}",
-                flush=True,
-            )
-        _write(args.json, results | {"sizes": results["sizes"] | {size: row}})
+        engine, generate = row["engine"], row.get("generate", {})
+        line = (
+            f"[{size}] {params / 1e6:.1f}M parameters; generation tokens/s: reasonlab "
+            f"{engine.get('tokens_per_s', float('nan')):.1f}"
+        )
+        if "tokens_per_s" in generate:
+            line += f", model.generate {generate['tokens_per_s']:.1f}"
+            if "tokens_per_s" in engine:
+                line += f", ratio {engine['tokens_per_s'] / generate['tokens_per_s']:.2f}"
+        print(line, flush=True)
+        _write(args.json, results)
         steps = [("grpo", False, [], False), ("grpo_checkpointing", True, [], False)]
         steps = [st for st in steps if args.checkpointing in ("both", "on" if st[1] else "off")]
         if size == sizes[0]:
@@ -544,40 +541,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 grpo_step,
                 *(model, tokenizer, task, args, checkpointing, device, extra, profile),
             )
-            if "error" in m:
-                row[key] = m
-                continue
-            # prompt + response tokens of the step's batch (each response with its prompt)
-            trained = prompt_tokens * args.samples + m["length/mean"] * m["responses"]
-            flops = 6 * params * trained
-            mfu = flops / m["time/update"] / (args.peak_tflops * 1e12) if args.peak_tflops else None
-            row[key] = {
-                "generate_s": m["time/generate"],
-                "score_s": m["time/score"],
-                "update_s": m["time/update"],
-                "trained_tokens": trained,
-                "mfu": mfu,
-                "peak_gib": m["peak_gib"],
-                "settings": m["settings"],
-                **({"profile": m["profile"]} if profile else {}),
-            }
-            print(
-                f"[{size}] GRPO step ({key}), gradient checkpointing "
-                f"{'on' if checkpointing else 'off'}{''.join(' ' + o for o in extra)}: "
-                f"generate {m['time/generate']:.2f} s, score {m['time/score']:.2f} s, update "
-                f"{m['time/update']:.2f} s ({trained:.0f} tokens; MFU "
-                f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%'}), peak memory "
-                f"{m['peak_gib']:.2f} GiB; settings {json.dumps(m['settings'])}",
-                flush=True,
-            )
-            for op in m.get("profile", []):
-                print(
-                    f"    {op['share']:6.1%} {op['self_ms']:10.1f} ms {op['calls']:7d}x  "
-                    f"{op['name'][:90]}",
-                    flush=True,
+            if "error" not in m:  # prompt tokens of the step's batch: each response's prompt
+                m = _step_row(
+                    size, key, checkpointing, extra, m, params, prompt_tokens * args.samples, args
                 )
-        results["sizes"][size] = row
-        _write(args.json, results)
+            row[key] = m
+            _write(args.json, results)
         if args.variants and size == sizes[0]:
             print(f"[{size}] generation engines on a {args.dtype} copy of the model:", flush=True)
             results["variants"] = {
@@ -610,6 +579,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     return results
+
+
+def _step_row(
+    size: str,
+    key: str,
+    checkpointing: bool,
+    extra: Sequence[str],
+    m: dict[str, Any],
+    params: int,
+    prompt_tokens: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One timed GRPO step's results row (generate / score / update seconds, the update's MFU,
+    peak memory), printed."""
+    trained = prompt_tokens + m["length/mean"] * m["responses"]  # prompt + response tokens
+    flops = 6 * params * trained
+    mfu = flops / m["time/update"] / (args.peak_tflops * 1e12) if args.peak_tflops else None
+    print(
+        f"[{size}] GRPO step ({key}), gradient checkpointing "
+        f"{'on' if checkpointing else 'off'}{''.join(' ' + o for o in extra)}: "
+        f"generate {m['time/generate']:.2f} s, score {m['time/score']:.2f} s, update "
+        f"{m['time/update']:.2f} s ({trained:.0f} tokens; MFU "
+        f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%'}), peak memory "
+        f"{m['peak_gib']:.2f} GiB; settings {json.dumps(m['settings'])}",
+        flush=True,
+    )
+    for op in m.get("profile", []):
+        print(
+            f"    {op['share']:6.1%} {op['self_ms']:10.1f} ms {op['calls']:7d}x  {op['name'][:90]}",
+            flush=True,
+        )
+    return {
+        "generate_s": m["time/generate"],
+        "score_s": m["time/score"],
+        "update_s": m["time/update"],
+        "trained_tokens": trained,
+        "mfu": mfu,
+        "peak_gib": m["peak_gib"],
+        "settings": m["settings"],
+        **({"profile": m["profile"]} if "profile" in m else {}),
+    }
 
 
 def _attempt(label: str, part, *args: Any, **kwargs: Any) -> dict[str, Any]:
