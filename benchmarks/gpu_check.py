@@ -275,6 +275,17 @@ def bench_variants(model, tokenizer, prompts, samples, tokens, dtype, device) ->
     return results
 
 
+def _batch_overrides(args: argparse.Namespace) -> list[str]:
+    """The step's sizes as recipe overrides: prompts x samples x tokens, and micro-batches that
+    divide the step's batch (prompts x samples)."""
+    return [
+        f"rollout.n={args.samples}",
+        f"rollout.max_new_tokens={args.tokens}",
+        f"batching.prompts_per_step={args.prompts}",
+        f"batching.micro_batch_size={math.gcd(args.micro_batch, args.prompts * args.samples)}",
+    ]
+
+
 def grpo_step(
     model,
     tokenizer,
@@ -301,11 +312,7 @@ def grpo_step(
             f"model.gradient_checkpointing={str(checkpointing).lower()}",
             f"model.parallel={args.parallel if dist.enabled else 'none'}",
             "task.name=countdown",
-            f"rollout.n={args.samples}",
-            f"rollout.max_new_tokens={args.tokens}",
-            f"batching.prompts_per_step={args.prompts}",
-            # micro-batches must divide the step's batch (prompts x samples)
-            f"batching.micro_batch_size={math.gcd(args.micro_batch, args.prompts * args.samples)}",
+            *_batch_overrides(args),
             "optim.lr=1e-6",
             "run.steps=1",
             f"run.out_dir={out}",
@@ -387,10 +394,7 @@ def recipe_run(recipe: str, size: str, tokenizer, args, device) -> dict[str, Any
             f"model.path={tmp}/model",
             f"model.device={device}",
             f"model.dtype={args.dtype}",
-            f"rollout.n={args.samples}",
-            f"rollout.max_new_tokens={args.tokens}",
-            f"batching.prompts_per_step={args.prompts}",
-            f"batching.micro_batch_size={math.gcd(args.micro_batch, args.prompts * args.samples)}",
+            *_batch_overrides(args),
             f"task.eval_size={args.prompts}",
             f"run.steps={steps}",
             f"run.eval_every={steps}",

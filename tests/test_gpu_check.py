@@ -9,10 +9,16 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
-def test_gpu_check_runs_at_its_smallest_size(tmp_path, capsys):
+def _load():
+    """A fresh copy of the benchmark script as a module (a test may patch its functions)."""
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_runs_at_its_smallest_size(tmp_path, capsys):
+    module = _load()
     out = tmp_path / "check.json"
     args = ["--small", "--prompts", "2", "--samples", "2", "--tokens", "8", "--json", str(out)]
     module.main([*args, "--threads", "1"])
@@ -40,9 +46,7 @@ def test_gpu_check_runs_at_its_smallest_size(tmp_path, capsys):
 
 
 def test_a_failing_part_is_reported_and_the_rest_still_runs(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load()
 
     def broken(*args, **kwargs):
         raise RuntimeError("no such kernel")
